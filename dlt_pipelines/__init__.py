@@ -1,0 +1,1 @@
+"""FHIR sources and the load into the encrypted Iceberg lake."""

@@ -1,0 +1,1 @@
+"""ZenML pipelines of the ML sidecar: clinical NLP, imaging and drift."""
