@@ -372,8 +372,9 @@ def _load_module(module: Path) -> Any:
     try:
         return pkcs11.lib(str(module))
     except p11.PKCS11Error as error:
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         raise ConfigError(
-            f"cannot load PKCS#11 module {module} ({type(error).__name__}: {error}): check that "
+            f"cannot load PKCS#11 module {module} ({reason}): check that "
             "keys.pkcs11_module is a PKCS#11 library for this machine, and for SoftHSM2 that "
             "SOFTHSM2_CONF names a readable configuration"
         ) from None

@@ -6,6 +6,8 @@ import argparse
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -255,3 +257,27 @@ def test_forked_child_is_refused(provider: Pkcs11Provider) -> None:
     os.waitpid(child, 0)
 
     assert outcome == b"refused"
+
+
+def test_unreadable_softhsm_configuration_fails_clearly(tmp_path: Path) -> None:
+    # In a child interpreter: this module's library stays loaded with its own configuration.
+    script = (
+        "from infra.errors import ConfigError\n"
+        "from infra.keys.pkcs11 import Pkcs11Provider\n"
+        "try:\n"
+        f"    Pkcs11Provider(module={str(MODULE)!r}, token_label='t', key_label='k', pin='p')\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+    )
+    environment = {**os.environ, "SOFTHSM2_CONF": str(tmp_path / "absent.conf")}
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+        check=True, cwd=Path(__file__).resolve().parents[2],
+    )
+
+    assert done.stdout == (
+        f"cannot load PKCS#11 module {MODULE} (GeneralError): check that keys.pkcs11_module is a "
+        "PKCS#11 library for this machine, and for SoftHSM2 that SOFTHSM2_CONF names a readable "
+        "configuration\n"
+    )
