@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -29,6 +30,7 @@ PIN = "4711-test-pin"
 SO_PIN = "so-test-pin-0815"
 PIN_ENV = "CARELAKE_PKCS11_PIN"
 CONTEXT = b"keyring:lake/v1"
+SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("softhsm2-util") is None or not MODULE.is_file(),
@@ -281,3 +283,38 @@ def test_unreadable_softhsm_configuration_fails_clearly(tmp_path: Path) -> None:
         "PKCS#11 library for this machine, and for SoftHSM2 that SOFTHSM2_CONF names a readable "
         "configuration\n"
     )
+
+
+def test_a_lake_keeps_its_keys_under_the_token(
+    provider: Pkcs11Provider, other_provider: Pkcs11Provider, tmp_path: Path
+) -> None:
+    from infra.lake import Lake
+
+    example = SHARED_DATA / "fhir-r4-spec-examples" / "condition-example.json"
+    plain = example.read_bytes()
+    environ = {
+        "CARELAKE_KEYS__PROVIDER": "pkcs11", "CARELAKE_KEYS__KEY_DIR": str(tmp_path / "keys"),
+    }
+    settings = load_settings(data_dir=tmp_path / "data", environ=environ).with_overrides(**{
+        "keys.pkcs11_module": str(MODULE), "keys.pkcs11_token_label": TOKEN,
+        "keys.pkcs11_key_label": KEY_LABEL,
+    })
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PIN_ENV, PIN)
+        lake = Lake.open(settings)
+        with lake.fs.open("ml/condition-example.bin", "wb") as handle:
+            handle.write(plain)
+        reopened = Lake.open(settings, create=False)
+        with reopened.fs.open("ml/condition-example.bin", "rb") as handle:
+            assert handle.read() == plain
+
+        keyring = json.loads((tmp_path / "keys" / lake.lake_id / "keyring.json").read_text())
+        assert keyring["kek_provider"] == "pkcs11"
+        assert keyring["kek_id"] == provider.key_id
+        stored = (tmp_path / "data" / "ml" / "condition-example.bin").read_bytes()
+        assert plain not in stored
+
+        elsewhere = settings.with_overrides(**{"keys.pkcs11_token_label": OTHER_TOKEN})
+        with pytest.raises(KeyError_, match=f"made by KEK {provider.key_id}, which PKCS#11"):
+            Lake.open(elsewhere, create=False).keys.material("lake")
