@@ -86,6 +86,11 @@ class Pkcs11Provider(KekProvider):
         self._pid = os.getpid()
         self._key_id: bytes | None = None
 
+        if not str(module):
+            raise ConfigError(
+                "keys.pkcs11_module is empty: set it to the token's PKCS#11 library "
+                "(/usr/lib/softhsm/libsofthsm2.so after apt-get install -y softhsm2)"
+            )
         if not key_label:
             raise ConfigError("keys.pkcs11_key_label is empty: name the KEK's label on the token")
         self._lib = _load_module(self._module)
@@ -364,9 +369,9 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def _load_module(module: Path) -> Any:
-    if not str(module) or not module.is_file():
+    if not module.is_file():
         raise ConfigError(
-            f"PKCS#11 module {str(module) or '(empty)'} does not exist: apt-get install -y "
+            f"PKCS#11 module {module} does not exist: apt-get install -y "
             "softhsm2, or set keys.pkcs11_module to your HSM's PKCS#11 library"
         )
     try:

@@ -187,6 +187,10 @@ def test_missing_module_token_and_key_say_how_to_fix(provider: Pkcs11Provider) -
             _settings(**{"keys.pkcs11_module": "/usr/lib/absent/libabsent.so"}),
             environ={PIN_ENV: PIN},
         )
+    with pytest.raises(ConfigError, match="keys.pkcs11_module is empty"):
+        Pkcs11Provider.from_settings(
+            _settings(**{"keys.pkcs11_module": ""}), environ={PIN_ENV: PIN}
+        )
     with pytest.raises(ConfigError, match="softhsm2-util --init-token --free --label nowhere"):
         Pkcs11Provider.from_settings(
             _settings(**{"keys.pkcs11_token_label": "nowhere"}), environ={PIN_ENV: PIN}
