@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
 ENCODER = msgspec.json.Encoder(decimal_format="number")
-SAMPLE_FOLDERS = ("synthea-r4-bundles-smart/bundles", "synthea-bulk-ndjson-10-patients")
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample" / "fhir"
 _SHIFT_NAMES = ("age_years", "new_condition")
 
 
@@ -136,15 +136,12 @@ class _Job:
 
 
 def sample_inputs() -> list[Path]:
-    """The real Synthea sample beside the repository (``../shared/data``), as the default input."""
-    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    folders = [data / folder for folder in SAMPLE_FOLDERS]
-    missing = [folder for folder in folders if not folder.is_dir()]
-    if missing:
+    """The bundled Synthea sample (``data/sample/fhir``: bundles and Bulk NDJSON), the default."""
+    if not SAMPLE_DIR.is_dir():
         raise InputError(
-            f"the sample data is not at {missing[0]}: give the bundles or NDJSON files to scale"
+            f"the bundled sample is not at {SAMPLE_DIR}: give the bundles or NDJSON files to scale"
         )
-    return folders
+    return [SAMPLE_DIR]
 
 
 def scale(

@@ -2,7 +2,7 @@
 
     carelake scale --factor 10 --out /tmp/synthea-x10 [INPUT ...]
 
-With no INPUT it scales the public Synthea sample beside the repository. It prints the report
+With no INPUT it scales the bundled Synthea sample (``data/sample/fhir``). It prints the report
 (counts and sizes, no patient data) as JSON.
 """
 
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                         help="bundle files (.json), NDJSON files (.ndjson) or folders of them; "
-                             "default: the Synthea sample in ../shared/data")
+                             "default: the bundled sample, data/sample/fhir")
     parser.add_argument("--factor", type=int, required=True, help="how many copies to write")
     parser.add_argument("--out", type=Path, required=True, help="a new or empty output folder")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes")
