@@ -17,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures
 import decimal
 import logging
-import math
 import multiprocessing
 import time
 from collections import Counter
@@ -33,7 +32,14 @@ from dlt_pipelines.fhir.scaler_rewrite import (
     PersonNames,
     patient_reference_id,
     shift_date,
-    years_earlier,
+)
+from dlt_pipelines.fhir.scaler_shifts import (
+    Shifts,
+    Systematic,
+    condition_entry,
+    make_older,
+    new_condition,
+    pick_encounter,
 )
 from infra.errors import ConfigError, InputError
 
@@ -42,46 +48,6 @@ logger = logging.getLogger(__name__)
 DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
 ENCODER = msgspec.json.Encoder(decimal_format="number")
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample" / "fhir"
-_SHIFT_NAMES = ("age_years", "new_condition")
-
-
-@dataclass(frozen=True)
-class NewCondition:
-    """A Condition added on an existing encounter of ``rate`` of the patients that have one."""
-
-    system: str
-    code: str
-    display: str
-    rate: float
-
-
-@dataclass(frozen=True)
-class Shifts:
-    age_years: int = 0
-    new_condition: NewCondition | None = None
-
-    @classmethod
-    def parse(cls, raw: dict[str, Any] | None) -> Shifts:
-        raw = dict(raw or {})
-        unknown = sorted(set(raw) - set(_SHIFT_NAMES))
-        if unknown:
-            raise ConfigError(f"unknown shift {unknown[0]!r}: the scaler knows {list(_SHIFT_NAMES)}")
-        age_years = raw.get("age_years", 0)
-        if not isinstance(age_years, int) or isinstance(age_years, bool) or age_years < 0:
-            raise ConfigError(f"shift age_years must be a whole number of years >= 0, not {age_years!r}")
-        condition = raw.get("new_condition")
-        if condition is None:
-            return cls(age_years=age_years)
-        if not isinstance(condition, dict) or not {"system", "code", "display", "rate"} <= set(condition):
-            raise ConfigError("shift new_condition needs system, code, display and rate (a fraction)")
-        rate = condition["rate"]
-        if not isinstance(rate, int | float) or not 0 < float(rate) <= 1:
-            raise ConfigError(f"shift new_condition.rate must be in (0, 1], not {rate!r}")
-        new = NewCondition(
-            system=str(condition["system"]), code=str(condition["code"]),
-            display=str(condition["display"]), rate=float(rate),
-        )
-        return cls(age_years=age_years, new_condition=new)
 
 
 @dataclass
@@ -169,7 +135,8 @@ def scale(
     results: list[_CopyResult] = []
     if workers > 1 and factor > 1:
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(min(workers, factor), mp_context=context) as pool:
+        processes = min(workers, factor)
+        with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
             results = list(pool.map(_make_copy, [job] * factor, range(factor)))
     else:
         results = [_make_copy(job, copy) for copy in range(factor)]
@@ -191,7 +158,8 @@ def scale(
     report.seconds = time.perf_counter() - started
     logger.info(
         "scaled %d bundle(s) and %d NDJSON file(s) x%d: %d resources, %.1f MB written in %.1f s",
-        len(bundles), len(ndjson), factor, sum(out.values()), report.bytes_out / 1e6, report.seconds,
+        len(bundles), len(ndjson), factor, sum(out.values()), report.bytes_out / 1e6,
+        report.seconds,
     )
     return report
 
@@ -265,55 +233,15 @@ def _patient_names(ndjson: list[Path]) -> dict[str, PersonNames]:
     return names
 
 
-class _Systematic:
-    """Picks exactly floor(n * rate + phase) of n patients, spread evenly over the stream."""
-
-    def __init__(self, rate: float, phase: float) -> None:
-        self.rate, self.phase, self.seen = rate, phase, 0
-
-    def pick(self) -> bool:
-        before = math.floor(self.seen * self.rate + self.phase)
-        self.seen += 1
-        return math.floor(self.seen * self.rate + self.phase) > before
-
-
-def _condition(
-    rewriter: CopyRewriter, spec: NewCondition, *, patient: str, subject: str, encounter: str,
-    start: str | None,
-) -> dict[str, Any]:
-    terminology = "http://terminology.hl7.org/CodeSystem"
-    condition: dict[str, Any] = {
-        "resourceType": "Condition",
-        "id": rewriter.new_id(f"new-condition:{patient}"),
-        "clinicalStatus": {"coding": [{"system": f"{terminology}/condition-clinical", "code": "active"}]},
-        "verificationStatus": {
-            "coding": [{"system": f"{terminology}/condition-ver-status", "code": "confirmed"}]
-        },
-        "category": [{"coding": [{
-            "system": f"{terminology}/condition-category", "code": "encounter-diagnosis",
-            "display": "Encounter Diagnosis",
-        }]}],
-        "code": {
-            "coding": [{"system": spec.system, "code": spec.code, "display": spec.display}],
-            "text": spec.display,
-        },
-        "subject": {"reference": subject},
-        "encounter": {"reference": encounter},
-    }
-    if start:
-        condition["onsetDateTime"] = start
-        condition["recordedDate"] = start
-    return condition
-
-
 def _make_copy(job: _Job, copy: int) -> _CopyResult:
     rewriter = CopyRewriter(seed=job.seed, copy=copy)
     result = _CopyResult(copy=copy)
     spec = job.shifts.new_condition
-    selector = _Systematic(spec.rate, rewriter.fraction("new-condition-phase")) if spec else None
+    selector = Systematic(spec.rate, rewriter.fraction("new-condition-phase")) if spec else None
 
     for index, path in enumerate(job.bundles):
-        body = _scale_bundle(path.read_bytes(), rewriter, job.shifts, selector, result, number=index + 1)
+        raw = path.read_bytes()
+        body = _scale_bundle(raw, rewriter, job.shifts, selector, result, number=index + 1)
         target = job.output / "bundles" / f"{copy:03d}-{index:05d}.json"
         target.write_bytes(body)
         result.bundles_out += 1
@@ -338,7 +266,7 @@ def _make_copy(job: _Job, copy: int) -> _CopyResult:
 
 
 def _scale_bundle(
-    raw: bytes, rewriter: CopyRewriter, shifts: Shifts, selector: _Systematic | None,
+    raw: bytes, rewriter: CopyRewriter, shifts: Shifts, selector: Systematic | None,
     result: _CopyResult, *, number: int,
 ) -> bytes:
     try:
@@ -374,7 +302,7 @@ def _scale_bundle(
             patient = patient_reference_id(resource, patient_urls)
             context = Context(rewriter.day_offset(patient), names.get(patient or ""), url_types)
             rewriter.resource(resource, context)
-            _age(resource, shifts)
+            make_older(resource, shifts)
             result.resources_out[resource_type] += 1
             if resource_type == "Encounter" and patient is not None:
                 encounters.setdefault(patient, []).append(entry)
@@ -385,7 +313,8 @@ def _scale_bundle(
     if selector is not None and shifts.new_condition is not None:
         for patient in names:
             if patient in encounters and selector.pick():
-                entries.append(_condition_entry(rewriter, shifts.new_condition, patient, encounters))
+                added = condition_entry(rewriter, shifts.new_condition, patient, encounters)
+                entries.append(added)
                 result.resources_out["Condition"] += 1
                 result.conditions_added += 1
         bundle["entry"] = entries
@@ -415,37 +344,6 @@ def _scale_bundle_header(bundle: dict[str, Any], rewriter: CopyRewriter, context
             rewriter.elements(holder, context)
 
 
-def _condition_entry(
-    rewriter: CopyRewriter, spec: NewCondition, patient: str,
-    encounters: dict[str, list[dict[str, Any]]],
-) -> dict[str, Any]:
-    latest = max(encounters[patient], key=lambda entry: _start(entry["resource"]))
-    resource = latest["resource"]
-    encounter_url = latest.get("fullUrl") or f"Encounter/{resource['id']}"
-    subject = (resource.get("subject") or {}).get("reference") or f"Patient/{patient}"
-    condition = _condition(
-        rewriter, spec, patient=patient, subject=subject, encounter=encounter_url,
-        start=_start(resource) or None,
-    )
-    entry: dict[str, Any] = {"fullUrl": f"urn:uuid:{condition['id']}", "resource": condition}
-    if "request" in latest:
-        entry["request"] = {"method": "POST", "url": "Condition"}
-    return entry
-
-
-def _start(encounter: dict[str, Any]) -> str:
-    period = encounter.get("period")
-    start = period.get("start") if isinstance(period, dict) else None
-    return start if isinstance(start, str) else ""
-
-
-def _age(resource: dict[str, Any], shifts: Shifts) -> None:
-    if shifts.age_years and resource.get("resourceType") == "Patient":
-        birth_date = resource.get("birthDate")
-        if isinstance(birth_date, str):
-            resource["birthDate"] = years_earlier(birth_date, shifts.age_years)
-
-
 class _TypeWriter:
     """One open NDJSON file per resource type for the copy being written."""
 
@@ -469,7 +367,7 @@ class _TypeWriter:
 
 
 def _scale_ndjson(
-    job: _Job, rewriter: CopyRewriter, selector: _Systematic | None, writer: _TypeWriter,
+    job: _Job, rewriter: CopyRewriter, selector: Systematic | None, writer: _TypeWriter,
     result: _CopyResult,
 ) -> None:
     picks: dict[str, tuple[str, str, str] | None] = {}  # patient -> (start, subject, encounter)
@@ -482,10 +380,11 @@ def _scale_ndjson(
                 resource_type = resource["resourceType"]
                 result.resources_in[resource_type] += 1
                 patient = patient_reference_id(resource, None)
-                rewriter.resource(resource, Context(rewriter.day_offset(patient), job.names.get(patient or "")))
-                _age(resource, job.shifts)
+                names = job.names.get(patient or "")
+                rewriter.resource(resource, Context(rewriter.day_offset(patient), names))
+                make_older(resource, job.shifts)
                 if selector is not None and resource_type == "Encounter" and patient is not None:
-                    _pick_encounter(picks, selector, patient, resource)
+                    pick_encounter(picks, selector, patient, resource)
                 writer.write(resource_type, ENCODER.encode(resource))
                 result.resources_out[resource_type] += 1
 
@@ -496,8 +395,9 @@ def _scale_ndjson(
         if pick is None:
             continue
         start, subject, encounter = pick
-        condition = _condition(
-            rewriter, spec, patient=patient, subject=subject, encounter=encounter, start=start or None
+        condition = new_condition(
+            rewriter, spec, patient=patient, subject=subject, encounter=encounter,
+            start=start or None,
         )
         writer.write("Condition", ENCODER.encode(condition))
         result.resources_out["Condition"] += 1
@@ -513,18 +413,3 @@ def _decode_line(line: bytes, *, file_number: int, line_number: int) -> dict[str
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         raise InputError(f"{where} is not a FHIR resource (no resourceType): fix or remove it")
     return resource
-
-
-def _pick_encounter(
-    picks: dict[str, tuple[str, str, str] | None], selector: _Systematic, patient: str,
-    encounter: dict[str, Any],
-) -> None:
-    if patient not in picks:
-        picks[patient] = ("", "", "") if selector.pick() else None
-    current = picks[patient]
-    if current is None:
-        return
-    start = _start(encounter)
-    if not current[2] or start > current[0]:
-        subject = (encounter.get("subject") or {}).get("reference") or ""
-        picks[patient] = (start, subject, f"Encounter/{encounter['id']}")

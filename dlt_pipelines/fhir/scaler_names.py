@@ -21,7 +21,8 @@ _NAME_PART = re.compile(r"(.*?)(\d*)")
 
 
 def _syllables(onsets: tuple[str, ...], codas: tuple[str, ...]) -> list[str]:
-    return [onset + vowel + coda for onset, vowel, coda in itertools.product(onsets, _VOWELS, codas)]
+    combinations = itertools.product(onsets, _VOWELS, codas)
+    return [onset + vowel + coda for onset, vowel, coda in combinations]
 
 
 def _pool(first: list[str], second: list[str], *, size: int) -> tuple[str, ...]:
@@ -35,7 +36,8 @@ GIVEN_NAMES: tuple[str, ...] = _pool(
     _syllables(_ONSETS[:9], ("", "n", "l")), _syllables(_ONSETS[9:], ("", "ne")), size=600
 )
 FAMILY_NAMES: tuple[str, ...] = _pool(
-    _syllables(_ONSETS, ("", "r", "s")), _syllables(("b", "d", "k", "m", "v", "w"), _CODAS), size=900
+    _syllables(_ONSETS, ("", "r", "s")), _syllables(("b", "d", "k", "m", "v", "w"), _CODAS),
+    size=900,
 )
 
 

@@ -60,6 +60,7 @@ _NOT_DATES = frozenset(
 _DAYS_PER_YEAR = 365.2425
 _DAYS_PER_MONTH = _DAYS_PER_YEAR / 12
 MAX_SHIFT_DAYS = 1826
+CACHE_ENTRIES = 1 << 20
 
 
 def shift_date(value: str, days: int) -> str:
@@ -170,7 +171,7 @@ class CopyRewriter:
         new = self._ids.get(old)
         if new is None:
             new = str(uuid.uuid5(_NAMESPACE, f"{self.seed}:{self.copy}:{old}"))
-            self._ids[old] = new
+            _bounded(self._ids)[old] = new
         return new
 
     def new_value(self, old: str) -> str:
@@ -191,7 +192,7 @@ class CopyRewriter:
             prefix = _URN_PREFIX.match(old)
             keep = prefix.end() if prefix else 0
             new = old[:keep] + _RUN.sub(self._permuted_run, old[keep:])
-        self._values[old] = new
+        _bounded(self._values)[old] = new
         return new
 
     def _permuted_run(self, match: re.Match[str]) -> str:
@@ -243,7 +244,7 @@ class CopyRewriter:
         new = self._parts.get(key)
         if new is None:
             new = new_name_part(old, kind=kind, draw=self.draw("name", kind, old))
-            self._parts[key] = new
+            _bounded(self._parts)[key] = new
         return new
 
     def person_display(self, display: str) -> str:
@@ -257,7 +258,8 @@ class CopyRewriter:
 
     def generated_full_name(self, old: str) -> str:
         draw = self.draw("full-name", old)
-        return f"{GIVEN_NAMES[draw % len(GIVEN_NAMES)]} {FAMILY_NAMES[(draw >> 24) % len(FAMILY_NAMES)]}"
+        given = GIVEN_NAMES[draw % len(GIVEN_NAMES)]
+        return f"{given} {FAMILY_NAMES[(draw >> 24) % len(FAMILY_NAMES)]}"
 
     def reference(self, reference: str) -> str:
         """A rewritten reference: ``urn:uuid:``, ``[base/]Type/id[/_history/v]`` or conditional."""
@@ -434,6 +436,13 @@ class CopyRewriter:
         if "hash" in attachment:
             attachment["hash"] = base64.b64encode(hashlib.sha1(body).digest()).decode("ascii")
         self.counters.notes_rewritten += 1
+
+
+def _bounded(cache: dict[Any, Any]) -> dict[Any, Any]:
+    """``cache``, emptied when full: its values are pure functions, so that only costs time."""
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()
+    return cache
 
 
 def patient_reference_id(resource: dict[str, Any], url_ids: dict[str, str] | None) -> str | None:

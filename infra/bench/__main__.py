@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def _whole_numbers(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m infra.bench", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.bench", description=__doc__.split("\n\n")[1]
+    )
     parser.add_argument("--scales", type=_whole_numbers, default=[1],
                         help="scale factors, comma-separated (default 1; 10 and 100 are opt-in)")
     parser.add_argument("--stages", default=",".join(STAGE_NAMES),
@@ -51,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # On SIGTERM, unwind like Ctrl-C, so the scratch folder of plaintext input is removed.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     stages = [name.strip() for name in args.stages.split(",") if name.strip()]
     try:
         results = run_benchmark(scales=args.scales, stages=stages, inputs=args.inputs,

@@ -73,6 +73,8 @@ def naive_dlt(fhir: str, scratch: str) -> dict[str, int]:
             "select table_name from information_schema.tables where table_schema = 'fhir' "
             "and table_name not like '_dlt%'"
         )]
-        loaded = sum(client.execute_sql(f'select count(*) from "{table}"')[0][0] for table in tables)
+        loaded = sum(
+            client.execute_sql(f'select count(*) from "{table}"')[0][0] for table in tables
+        )
     logger.info("naive dlt baseline: %d resources into %d tables", loaded, len(tables))
     return {"resources": loaded, "bytes": size, "files": len(files), "tables": len(tables)}

@@ -75,7 +75,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Measured {results['started_at']} on {machine['cpus']} CPU cores, "
         f"{machine['memory_gb']} GB, Python {machine['python']}, {machine['system']}; "
-        f"scales {', '.join(f'{factor}x' for factor in results['scales'])}, seed {results['seed']}.",
+        f"scales {', '.join(f'{factor}x' for factor in results['scales'])}, "
+        f"seed {results['seed']}.",
         "",
     ]
     for run in results["runs"]:
@@ -102,7 +103,8 @@ def markdown(results: dict[str, Any]) -> str:
                 "scale", "orjson_parse", "naive_dlt", "ingest"} else ""
             lines.append(
                 f"| {name} | ok | {_number(result['seconds'], 2)} | "
-                f"{_number(result.get('mb_per_s'), 2)} | {_number(result.get('resources_per_s'))} | "
+                f"{_number(result.get('mb_per_s'), 2)} | "
+                f"{_number(result.get('resources_per_s'))} | "
                 f"{item_text} | {_number(result['peak_rss_mb'])} |"
             )
         lines.append("")

@@ -133,18 +133,24 @@ def measure(function: str, folder: Path, name: str, **arguments: Any) -> dict[st
     )
     tree_peak = 0
     watcher = psutil.Process(process.pid)
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        tree_peak = max(tree_peak, _tree_rss(watcher))
-        time.sleep(SAMPLE_SECONDS)
+    try:
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            tree_peak = max(tree_peak, _tree_rss(watcher))
+            time.sleep(SAMPLE_SECONDS)
+    except BaseException:
+        process.kill()  # the runner is stopping: take the measurement down with it
+        process.wait()
+        raise
     process.returncode = os.waitstatus_to_exitcode(status)
 
     if result_path.is_file():
         outcome = json.loads(result_path.read_text())
     else:
-        outcome = {"status": "failed", "reason": f"the child exited with status {process.returncode}"}
+        reason = f"the child exited with status {process.returncode}"
+        outcome = {"status": "failed", "reason": reason}
     outcome["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     outcome["peak_tree_rss_mb"] = round(max(tree_peak, usage.ru_maxrss * 1024) / 2**20, 1)
     logger.info("%s: %s in %.2f s, peak %.0f MB", name, outcome["status"],

@@ -37,7 +37,9 @@ def scaled_input(
                    workers=workers)
     images = root / "images"
     images.mkdir(parents=True, exist_ok=True)
-    sources = sorted(path for path in SAMPLE_IMAGES.glob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
+    sources = sorted(
+        path for path in SAMPLE_IMAGES.glob("*") if path.suffix.lower() in IMAGE_SUFFIXES
+    )
     for copy in range(factor):
         for index, path in enumerate(sources):
             shutil.copyfile(path, images / f"{copy:03d}-{index:02d}{path.suffix.lower()}")
@@ -48,17 +50,21 @@ def scaled_input(
 
 
 def open_lake(data_dir: Path):
-    """A lake in ``data_dir`` with its keys beside it; created on first use."""
+    """A lake in ``data_dir`` with its keys beside it; created on first use.
+
+    The key folder and provider go into this process's environment (it is a benchmark child of
+    its own), because the ingest's worker processes rebuild their settings from ``CARELAKE_*``
+    variables.
+    """
     try:
         from infra.lake import Lake
     except ModuleNotFoundError as error:
         raise StageUnavailable(f"the lake is not part of this build ({error.name})") from None
     from infra.settings import load_settings
 
-    environ = dict(os.environ)
-    environ["CARELAKE_KEYS__KEY_DIR"] = str(Path(data_dir).parent / "keys")
-    environ["CARELAKE_KEYS__PROVIDER"] = "file"
-    return Lake.open(load_settings(data_dir=data_dir, environ=environ))
+    os.environ["CARELAKE_KEYS__KEY_DIR"] = str(Path(data_dir).parent / "keys")
+    os.environ["CARELAKE_KEYS__PROVIDER"] = "file"
+    return Lake.open(load_settings(data_dir=data_dir))
 
 
 def ingest(inputs: str, data_dir: str) -> dict[str, int]:
@@ -82,7 +88,9 @@ def _stage(name: str, inputs: str, data_dir: str, sources: list[str]) -> dict[st
     function = resolve(dict(STAGES)[name])
     lake = open_lake(Path(data_dir))
     if not lake.tables(str(lake.settings.get("lake.bronze_namespace"))):
-        raise StageUnavailable(f"the {name} stage needs the lake the ingest writes, and it is empty")
+        raise StageUnavailable(
+            f"the {name} stage needs the lake the ingest writes, and it is empty"
+        )
     context = StageContext(settings=lake.settings, lake=lake, sources=sources, progress=False)
     result = function(context)
     if result.status in {"not available", "skipped"}:

@@ -98,9 +98,9 @@ def test_a_stage_without_its_lake_is_not_available_and_never_timed(tmp_path: Pat
 
 def test_a_missing_entry_point_is_reported_with_the_reason() -> None:
     outcome = run_child({"function": "ml_pipelines.no_such_stage:run"})
+    module = "ml_pipelines.no_such_stage"
     assert outcome == {
-        "status": "not available",
-        "reason": "ml_pipelines.no_such_stage is not part of this build (ml_pipelines.no_such_stage)",
+        "status": "not available", "reason": f"{module} is not part of this build ({module})",
     }
 
 

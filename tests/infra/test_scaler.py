@@ -125,6 +125,10 @@ def name_parts(resources: list[dict[str, Any]]) -> set[str]:
     return parts
 
 
+def day(value: str) -> datetime.date:
+    return datetime.date.fromisoformat(value[:10])
+
+
 def note_text(resource: dict[str, Any]) -> str:
     return base64.b64decode(resource["content"][0]["attachment"]["data"]).decode("utf-8")
 
@@ -161,9 +165,8 @@ def test_every_ndjson_reference_resolves_inside_the_scaled_output(bulk_x3) -> No
     targets = {f"{resource['resourceType']}/{resource['id']}" for resource in resources}
     for resource in resources:
         for identifier in resource.get("identifier", []):
-            targets.add(
-                f"{resource['resourceType']}?identifier={identifier['system']}|{identifier['value']}"
-            )
+            query = f"identifier={identifier['system']}|{identifier['value']}"
+            targets.add(f"{resource['resourceType']}?{query}")
     found = [reference for resource in resources for reference in references(resource)]
 
     assert len(found) == 3 * 25299  # every reference of the sample, in each copy
@@ -270,7 +273,8 @@ def test_notes_name_the_patient_by_the_new_name(bulk: Path, bulk_x3) -> None:
 
 def test_dates_move_per_patient_and_keep_their_precision(bulk: Path, bulk_x3) -> None:
     output, _ = bulk_x3
-    source = [json.loads(line) for line in (bulk / "Encounter.000.ndjson").read_bytes().splitlines()]
+    lines = (bulk / "Encounter.000.ndjson").read_bytes().splitlines()
+    source = [json.loads(line) for line in lines]
     shifts: dict[tuple[str, str], set[int]] = {}
     for copy in ("000", "001", "002"):
         path = output / "ndjson" / f"Encounter.{copy}.ndjson"
@@ -278,7 +282,7 @@ def test_dates_move_per_patient_and_keep_their_precision(bulk: Path, bulk_x3) ->
         for before, after in zip(source, scaled, strict=True):
             start, moved = before["period"]["start"], after["period"]["start"]
             assert moved[10:] == start[10:]  # time and zone as written
-            days = (datetime.date.fromisoformat(moved[:10]) - datetime.date.fromisoformat(start[:10])).days
+            days = (day(moved) - day(start)).days
             shifts.setdefault((copy, before["subject"]["reference"]), set()).add(days)
 
     assert all(len(days) == 1 for days in shifts.values())  # one offset per patient per copy
@@ -314,9 +318,10 @@ def test_every_kind_of_date_in_a_resource_moves(tmp_path: Path) -> None:
     }
     condition = {
         "resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "2019"}]},
+        "code": {"coding": [{"system": "http://example.org/codes", "code": "2019"}]},
         "onsetDateTime": "2019-03-04T10:00:00-05:00", "abatementDateTime": "2019",
-        "recordedDate": "2019-03-04", "note": [{"time": "2019-03-04T10:00:00Z", "text": "2019-03-04"}],
+        "recordedDate": "2019-03-04",
+        "note": [{"time": "2019-03-04T10:00:00Z", "text": "2019-03-04"}],
     }
     (source / "Patient.ndjson").write_text(json.dumps(patient) + "\n")
     (source / "Condition.ndjson").write_text(json.dumps(condition) + "\n")
