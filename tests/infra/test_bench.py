@@ -74,7 +74,8 @@ def test_the_counts_are_the_sample_counts(results) -> None:
 def test_growth_needs_two_scales_and_the_markdown_keeps_the_prose(results) -> None:
     data, markdown = results
     assert data["growth"]["ingest"] == {
-        "scales": 1, "time_exponent": None, "memory_exponent": None,
+        "scales": 1, "time_exponent": None, "time_exponent_largest": None,
+        "memory_exponent": None, "memory_exponent_largest": None,
         "verdict": "needs two or more scales",
     }
     text = markdown.read_text()
@@ -122,11 +123,12 @@ def test_the_growth_exponent_is_the_log_log_slope() -> None:
     assert verdict(0.3) == "sublinear (fixed costs dominate)"
     runs = [
         {"input": {"bytes": size}, "results": {"ingest": {"status": "ok", "seconds": seconds,
-                                                           "peak_rss_mb": 100.0}}}
-        for size, seconds in ((1e6, 1.0), (1e7, 10.0), (1e8, 100.0))
+                                                           "peak_rss_mb": memory}}}
+        for size, seconds, memory in ((1e6, 10.0, 100.0), (1e7, 10.0, 100.0), (1e8, 1000.0, 100.0))
     ]
     assert growth(runs)["ingest"] == {
-        "scales": 3, "time_exponent": 1.0, "memory_exponent": 0.0, "verdict": "linear",
+        "scales": 3, "time_exponent": 1.0, "time_exponent_largest": 2.0,
+        "memory_exponent": 0.0, "memory_exponent_largest": 0.0, "verdict": "worse than linear",
     }
 
 
