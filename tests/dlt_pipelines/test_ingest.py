@@ -170,3 +170,20 @@ def test_reidentification_restores_the_exact_resource(make_lake, shared_data, na
         restored = [restore_resource(lake, row["resource"], patient_key=row["patient_key"])
                     for row in rows]
         assert original in restored
+
+
+def test_quarantine_replay_after_the_code_is_fixed(make_lake, monkeypatch):
+    from dlt_pipelines.fhir import transform
+    from dlt_pipelines.fhir.commands import replay
+
+    lake = make_lake()
+    ingest(lake, [EDGE / "bad-records.ndjson"], workers=1)
+    # Suppose the code is fixed to accept a time without a zone: the replay loads that record.
+    lenient = transform._DATE_TIME.pattern.replace("(Z|(\\+|-)", "(Z?|(\\+|-)")
+    monkeypatch.setattr(transform, "_DATE_TIME", __import__("re").compile(lenient))
+    result = replay(lake)
+    assert result == {"replayed": 6, "loaded": 1, "still_quarantined": 5}
+    assert "obs-nozone" in lake.read_arrow("bronze.observation").column("id").to_pylist()
+    rows = lake.read_arrow("bronze.quarantine").to_pylist()
+    assert sum(1 for row in rows if row["replayed_load_id"]) == 6
+    assert sum(1 for row in rows if not row["replayed_load_id"]) == 5
