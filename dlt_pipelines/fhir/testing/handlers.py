@@ -58,7 +58,8 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
         self, status: int, body: bytes = b"", *, content_type: str = FHIR_JSON,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self._status = status
+        # Recorded before the answer goes out, so a client that has its answer finds the record.
+        self.server_state.record(_recorded(self, status))
         self.send_response(status)
         if body:
             self.send_header("Content-Type", content_type)
@@ -70,16 +71,12 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _handle(self) -> None:
-        state = self.server_state
-        self._status = 0
         split = urlsplit(self.path)
+        self._path = split.path
         self._query = parse_qs(split.query, keep_blank_values=True)
         length = int(self.headers.get("Content-Length") or 0)
         self._body = self.rfile.read(length) if length else b""
-        try:
-            self._route(split.path)
-        finally:
-            state.record(_recorded(self, split.path))
+        self._route(split.path)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._handle()
@@ -292,11 +289,11 @@ def _url(base_url: str, resource_type: str, query: dict[str, list[str]], offset:
     return f"{base_url}/{resource_type}" + (f"?{encoded}" if encoded else "")
 
 
-def _recorded(handler: FhirRequestHandler, path: str) -> RecordedRequest:
+def _recorded(handler: FhirRequestHandler, status: int) -> RecordedRequest:
     return RecordedRequest(
         method=handler.command,
-        path=path,
+        path=handler._path,
         query={name: list(values) for name, values in handler._query.items()},
-        status=handler._status,
+        status=status,
         authorization=handler.headers.get("Authorization", ""),
     )
