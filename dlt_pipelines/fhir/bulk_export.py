@@ -30,9 +30,10 @@ import dlt
 import httpx
 import msgspec
 
-from dlt_pipelines.fhir.auth import open_client
-from dlt_pipelines.fhir.transport import RetryPolicy, retry_after_seconds, safe_url, send
-from infra.errors import SourceError
+from dlt_pipelines.fhir.auth import auth_from_config, open_client
+from dlt_pipelines.fhir.rest import type_list
+from dlt_pipelines.fhir.transport import RetryPolicy, retry_after_seconds, send
+from infra.errors import ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class _Outcome(msgspec.Struct):
 
 # Whatever in a server's diagnostics looks like an identifier is masked before it is shown.
 _REFERENCE = re.compile(r"\b([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}")
-_UUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_UUID = re.compile(r"\b[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\b")
 _NUMBER = re.compile(r"\d{4,}")
 
 
@@ -175,33 +176,57 @@ def kick_off(client: httpx.Client, url: str, *, policy: RetryPolicy) -> str:
     return urljoin(url, location)
 
 
+def _issue_codes(body: bytes) -> list[str]:
+    try:
+        outcome = msgspec.json.decode(body, type=_Outcome)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return []
+    return [issue.code for issue in outcome.issue] if outcome.resourceType else []
+
+
 def wait_for_manifest(
     client: httpx.Client, status_url: str, *, policy: RetryPolicy, report: ExportReport,
     poll_interval_s: float = 10.0, max_wait_s: float = 6 * 3600.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> _Manifest:
-    """Poll until the manifest is ready; a failed or cancelled export raises ``SourceError``."""
+    """Poll until the manifest is ready; a failed or cancelled export raises ``SourceError``.
+
+    A 5xx whose OperationOutcome has only ``transient`` issues (or no OperationOutcome) is a
+    failed poll, retried with back-off; any other 4xx or 5xx is the export's own failure.
+    """
     where = f"$export status at {urlsplit(status_url).path}"
     started = clock()
+    failed_polls = 0
     while True:
         response = send(client, "GET", status_url, policy=policy,
-                        headers={"Accept": "application/json"}, setting=SETTING)
+                        headers={"Accept": "application/json"}, setting=SETTING,
+                        retry_status=frozenset({429}))
         report.polls += 1
-        if response.status_code == 200:
+        status = response.status_code
+        if status == 200:
             try:
                 return msgspec.json.decode(response.content, type=_Manifest)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                raise SourceError(f"{where} answered 200 without a valid completion manifest: "
-                                  "the server does not follow the Bulk Data specification") from None
-        if response.status_code != 202:
+                raise SourceError(
+                    f"{where} answered 200 without a valid completion manifest: the server "
+                    "does not follow the Bulk Data specification"
+                ) from None
+        codes = _issue_codes(response.content)
+        transient = status >= 500 and all(code == "transient" for code in codes)
+        if status != 202 and not (transient and failed_polls < policy.max_retries):
             raise SourceError(
-                f"{where}: the export failed or was cancelled (HTTP {response.status_code}: "
+                f"{where}: the export failed or was cancelled (HTTP {status}: "
                 f"{outcome_summary(response.content)}); start a new export"
             )
 
-        told = retry_after_seconds(response.headers.get("Retry-After"))
-        wait = min(told if told is not None else poll_interval_s, policy.max_retry_after_s)
-        progress = scrub(response.headers.get("X-Progress", ""), limit=60) or "no progress given"
+        if status == 202:
+            told = retry_after_seconds(response.headers.get("Retry-After"))
+            wait = min(told if told is not None else poll_interval_s, policy.max_retry_after_s)
+            progress = scrub(response.headers.get("X-Progress", ""), limit=60) or "no progress"
+        else:
+            wait = policy.backoff(failed_polls)
+            failed_polls += 1
+            progress = f"status poll failed with HTTP {status}, retry {failed_polls}"
         if clock() - started + wait > max_wait_s:
             raise SourceError(f"{where}: still in progress after {max_wait_s:.0f} s; raise "
                               "sources.fhir_bulk.max_wait_s or export fewer types")
@@ -392,3 +417,34 @@ def bulk_export_source(
         return export_lines
 
     return fhir_bulk()
+
+
+def source_from_settings(settings: Any, *, report: ExportReport | None = None) -> Any:
+    """``bulk_export_source`` configured from ``[sources.fhir_bulk]`` and dlt's secrets."""
+    options = settings.section("sources.fhir_bulk")
+    base_url = str(options.get("base_url") or "")
+    if not base_url:
+        raise ConfigError(
+            "sources.fhir_bulk.base_url is empty: set it to the Bulk Data server's FHIR root, "
+            "for example CARELAKE_SOURCES__FHIR_BULK__BASE_URL=https://bulk.example.org/fhir"
+        )
+    level = str(options.get("level", "system"))
+    if level not in LEVELS:
+        raise ConfigError(f"sources.fhir_bulk.level is {level!r}: use system, patient or group")
+    group_id = str(options.get("group_id") or "") or None
+    if level == "group" and not group_id:
+        raise ConfigError("sources.fhir_bulk.level is group: set sources.fhir_bulk.group_id")
+    return bulk_export_source(
+        base_url,
+        auth=auth_from_config(options, section="fhir_bulk", base_url=base_url),
+        level=level,
+        group_id=group_id,
+        types=type_list(options.get("types"), setting="sources.fhir_bulk.types") or None,
+        report=report,
+        policy=RetryPolicy(max_retries=int(options.get("max_retries", 5))),
+        verify_tls=bool(options.get("verify_tls", True)),
+        ca_bundle=str(options.get("ca_bundle") or "") or None,
+        timeout_s=float(options.get("timeout_s", 60)),
+        poll_interval_s=float(options.get("poll_interval_s", 10)),
+        max_wait_s=float(options.get("max_wait_s", 6 * 3600)),
+    )

@@ -27,11 +27,19 @@ import msgspec
 from fhirpy import SyncFHIRClient
 from fhirpy.base.utils import encode_params
 
-from dlt_pipelines.fhir.auth import open_client
+from dlt_pipelines.fhir.auth import auth_from_config, open_client
 from dlt_pipelines.fhir.transport import RetryPolicy, safe_url, send
-from infra.errors import SourceError
+from infra.errors import ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
+
+# Searched when sources.fhir_rest.resource_types is empty: the types carelake's marts and ML
+# sidecar read, and those their references point at.
+DEFAULT_RESOURCE_TYPES = (
+    "Patient", "Encounter", "Condition", "Observation", "Procedure", "MedicationRequest",
+    "Immunization", "AllergyIntolerance", "DiagnosticReport", "DocumentReference",
+    "ImagingStudy", "Device", "Organization", "Practitioner", "PractitionerRole", "Location",
+)
 
 
 @dataclass(frozen=True)
@@ -196,7 +204,7 @@ def _search_type(
         followed.add(_page_key(url))
         response = send(client, "GET", url, policy=policy)
         if response.status_code != 200:
-            if number == 0:
+            if number == 0 or response.status_code in (401, 403):
                 _raise_for_first_page(response, where=where)
             report.warnings.append(f"broken next link: HTTP {response.status_code}")
             logger.warning("%s: next link answered HTTP %d; paging stopped", where,
@@ -338,3 +346,39 @@ def fhir_rest_source(
         return [pages_of(resource_type) for resource_type in resource_types]
 
     return fhir_rest()
+
+
+def type_list(value: Any, *, setting: str) -> list[str]:
+    """Resource types from a setting: a TOML list or a comma-separated string."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    types = list(value or [])
+    bad = [name for name in types if not (isinstance(name, str) and name[:1].isupper()
+                                          and name.isalnum())]
+    if bad:
+        raise ConfigError(f"{setting} holds {len(bad)} value(s) that are not FHIR resource "
+                          "type names: write them as in FHIR, for example Patient, Observation")
+    return types
+
+
+def source_from_settings(settings: Any, *, report: SearchReport | None = None) -> Any:
+    """``fhir_rest_source`` configured from ``[sources.fhir_rest]`` and dlt's secrets."""
+    options = settings.section("sources.fhir_rest")
+    base_url = str(options.get("base_url") or "")
+    if not base_url:
+        raise ConfigError(
+            "sources.fhir_rest.base_url is empty: set it to the FHIR API root, for example "
+            "CARELAKE_SOURCES__FHIR_REST__BASE_URL=https://fhir.example.org/r4"
+        )
+    types = type_list(options.get("resource_types"), setting="sources.fhir_rest.resource_types")
+    return fhir_rest_source(
+        base_url,
+        types or list(DEFAULT_RESOURCE_TYPES),
+        auth=auth_from_config(options, section="fhir_rest", base_url=base_url),
+        page_size=int(options.get("page_size", 500)),
+        policy=RetryPolicy(max_retries=int(options.get("max_retries", 5))),
+        verify_tls=bool(options.get("verify_tls", True)),
+        ca_bundle=str(options.get("ca_bundle") or "") or None,
+        timeout_s=float(options.get("timeout_s", 60)),
+        report=report,
+    )

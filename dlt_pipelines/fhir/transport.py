@@ -100,10 +100,12 @@ def send(
     stream: bool = False,
     auth: httpx.Auth | None | object = httpx.USE_CLIENT_DEFAULT,
     setting: str = "sources.fhir_rest.max_retries",
+    retry_status: frozenset[int] = RETRYABLE_STATUS,
 ) -> httpx.Response:
     """Send one request, retrying 429, 5xx and transport failures; return the final response.
 
-    A non-retryable answer (2xx, 3xx, 4xx other than 429) is returned to the caller. Exhausted
+    A non-retryable answer (2xx, 3xx, 4xx other than 429, any status not in ``retry_status``)
+    is returned to the caller. Exhausted
     retries raise ``SourceError`` naming the method and the URL path, never the query values.
     With ``stream=True`` the body is not read; the caller must close the response.
     """
@@ -122,7 +124,7 @@ def send(
             last = type(error).__name__
             wait = policy.backoff(attempt)
         else:
-            if response.status_code not in RETRYABLE_STATUS:
+            if response.status_code not in retry_status:
                 return response
             last = f"HTTP {response.status_code}"
             told = retry_after_seconds(response.headers.get("Retry-After"))

@@ -18,11 +18,17 @@ from dlt_pipelines.fhir.auth import (
     auth_from_config,
     open_client,
 )
-from dlt_pipelines.fhir.rest import SearchReport, fhir_rest_source, iter_search_pages
+from dlt_pipelines.fhir.rest import (
+    SearchReport,
+    fhir_rest_source,
+    iter_search_pages,
+    source_from_settings,
+)
 from dlt_pipelines.fhir.testing import FhirTestServer, read_ndjson
 from dlt_pipelines.fhir.testing.keys import self_signed_loopback_cert, signing_key
 from dlt_pipelines.fhir.transport import RetryPolicy, retry_after_seconds, safe_url
-from infra.errors import SourceError
+from infra.errors import ConfigError, SourceError
+from infra.settings import load_settings
 
 SAMPLE = "synthea-bulk-ndjson-10-patients"
 
@@ -420,3 +426,31 @@ def test_self_signed_certificate_rejected_unless_its_ca_is_given(
                                                 page_size=50, verify_tls=False))
     assert trusted[0].entries == 13 == unverified[0].entries
     assert any("TLS verification is OFF" in r.getMessage() for r in caplog.records)
+
+
+def test_source_from_settings_and_environment_secrets(
+    tmp_path: Path, sample: dict[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCES__FHIR_REST__TOKEN", "from-the-environment")
+    collected = Collected()
+    pipe = pipeline(tmp_path, collected)
+    with FhirTestServer(resources=sample["Patient"] + sample["Condition"], auth="bearer",
+                        bearer_token="from-the-environment") as server:
+        settings = load_settings(data_dir=tmp_path / "lake", environ={
+            "CARELAKE_SOURCES__FHIR_REST__BASE_URL": server.base_url,
+            "CARELAKE_SOURCES__FHIR_REST__RESOURCE_TYPES": "Patient, Condition",
+            "CARELAKE_SOURCES__FHIR_REST__AUTH": "bearer",
+            "CARELAKE_SOURCES__FHIR_REST__PAGE_SIZE": "250",
+        })
+        report = SearchReport()
+        source = source_from_settings(settings, report=report)
+        pipe.run(source)
+    assert sorted(source.resources) == ["condition", "patient"]
+    assert {t: r.pages for t, r in report.types.items()} == {"Patient": 1, "Condition": 3}
+    assert collected.entries("Patient") + collected.entries("Condition") == 568
+
+
+def test_settings_without_a_base_url_say_what_to_set(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "lake", environ={})
+    with pytest.raises(ConfigError, match="CARELAKE_SOURCES__FHIR_REST__BASE_URL="):
+        source_from_settings(settings)

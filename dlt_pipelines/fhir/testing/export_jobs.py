@@ -1,4 +1,4 @@
-"""Bulk Data ``$export`` jobs of the test server: what a kick-off selects and what the manifest lists.
+"""Bulk Data ``$export`` jobs of the test server: what a kick-off selects, what a manifest lists.
 
 A job takes its snapshot of the store at kick-off, splits each type into NDJSON files of at most
 ``file_lines`` resources, and reports "in progress" for a set number of status polls before the
@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import msgspec
 
@@ -98,7 +98,8 @@ class ExportJobs:
         job = ExportJob(
             id=uuid.uuid4().hex,
             request_url=request_url,
-            transaction_time=datetime.now(UTC),
+            # The store's clock: what was updated after this instant is not in the export.
+            transaction_time=self._store.latest,
             files=files,
             pending_polls=self._pending_polls,
             errors=errors,

@@ -104,6 +104,12 @@ class ResourceStore:
             resource_type, resource_id, version, moment, msgspec.json.encode(stamped)
         )
 
+    @property
+    def latest(self) -> datetime:
+        """The instant of the newest update stored: the store's clock."""
+        with self._lock:
+            return self._latest
+
     def types(self) -> list[str]:
         with self._lock:
             return sorted(self._by_type)
