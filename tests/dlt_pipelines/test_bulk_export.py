@@ -268,3 +268,29 @@ def test_group_level_without_a_group_id_is_a_config_error(tmp_path: Path) -> Non
     })
     with pytest.raises(ConfigError, match="set sources.fhir_bulk.group_id"):
         source_from_settings(settings)
+
+
+def test_token_never_sent_to_files_on_another_host(sample: list[bytes]) -> None:
+    with FhirTestServer(resources=sample[:20], auth="bearer", bearer_token="t",
+                        export_retry_after="0", export_files_host="localhost") as server:
+        with pytest.raises(SourceError) as raised:
+            list(run_export(server.base_url, auth=BearerToken("t"),
+                            policy=sleeping_policy([])))
+        file_requests = server.api_requests(".ndjson")
+        deletes = [r for r in server.requests if r.method == "DELETE"]
+    assert str(raised.value).startswith(
+        "export file 1 lives on another host than the FHIR server and needs our access token"
+    )
+    assert file_requests == [] and len(deletes) == 1
+
+
+def test_files_without_requires_access_token_go_without_one(sample: list[bytes]) -> None:
+    with FhirTestServer(resources=sample[:20], export_retry_after="0",
+                        export_files_host="localhost") as server:
+        records = list(run_export(server.base_url, auth=BearerToken("not-for-files"),
+                                  policy=sleeping_policy([])))
+        file_requests = server.api_requests(".ndjson")
+        kick_off = server.api_requests("/$export")[0]
+    assert lines_per_type(records) == {"AllergyIntolerance": 11, "Condition": 9}
+    assert kick_off.authorization == "Bearer not-for-files"
+    assert [r.authorization for r in file_requests] == ["", ""]

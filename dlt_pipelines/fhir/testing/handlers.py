@@ -261,8 +261,11 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
             })
         if job.fail_with:
             return self._reply(500, outcome("exception", job.fail_with))
+        files_base = state.base_url
+        if state.export_files_host:
+            files_base = files_base.replace("127.0.0.1", state.export_files_host, 1)
         manifest = state.exports.manifest(
-            job, files_url=f"{state.base_url}/_export/{job.id}/files",
+            job, files_url=f"{files_base}/_export/{job.id}/files",
             requires_token=state.auth != "none",
         )
         self._reply(200, manifest, content_type="application/json",

@@ -49,6 +49,8 @@ class FhirTestServer:
                          "off_host" (the next link names another host)
       total_excess       ``Bundle.total`` claims this many more resources than the pages hold
       export_fail_with   the export status answers 500 with an OperationOutcome of this text
+      export_files_host  the manifest names output files on this host name instead (for example
+                         "localhost": still this server, but not the base URL's host)
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class FhirTestServer:
         export_file_lines: int = 1000,
         export_error_lines: int = 0,
         export_fail_with: str | None = None,
+        export_files_host: str | None = None,
     ) -> None:
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {sorted(AUTH_MODES)}, not {auth!r}")
@@ -96,6 +99,7 @@ class FhirTestServer:
         self.total_excess = total_excess
         self.groups = {name: set(members) for name, members in (groups or {}).items()}
         self.export_retry_after = export_retry_after
+        self.export_files_host = export_files_host
         self.exports = ExportJobs(
             self.store, pending_polls=export_pending_polls, file_lines=export_file_lines,
             error_lines=export_error_lines, fail_with=export_fail_with,
