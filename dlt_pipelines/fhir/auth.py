@@ -68,7 +68,9 @@ class SmartBackendServices(httpx.Auth):
     ``exp`` (at most five minutes ahead) and a fresh ``jti``; its header names the key id.
     """
 
-    requires_response_body = True
+    # False so that a streamed download's body is not read whole before it reaches the caller;
+    # the token endpoint's answer is read explicitly instead.
+    requires_response_body = False
 
     def __init__(
         self,
@@ -128,6 +130,7 @@ class SmartBackendServices(httpx.Auth):
         )
 
     def _accept(self, response: httpx.Response) -> str:
+        response.read()
         path = urlsplit(self.token_url).path
         if response.status_code != 200:
             reason = _oauth_error(response.content)

@@ -278,7 +278,7 @@ def iter_search_pages(
     try:
         for resource_type in resource_types:
             type_since = since.get(resource_type) if isinstance(since, Mapping) else since
-            type_report = report.types.setdefault(resource_type, TypeReport())
+            type_report = report.types[resource_type] = TypeReport()
             yield from _search_type(
                 client, base_url, resource_type, since=type_since, page_size=page_size,
                 policy=policy, report=type_report,

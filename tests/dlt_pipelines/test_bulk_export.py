@@ -10,7 +10,7 @@ import dlt
 import msgspec
 import pytest
 
-from dlt_pipelines.fhir.auth import BearerToken
+from dlt_pipelines.fhir.auth import BearerToken, SmartBackendServices
 from dlt_pipelines.fhir.bulk_export import (
     ExportReport,
     bulk_export_source,
@@ -20,6 +20,7 @@ from dlt_pipelines.fhir.bulk_export import (
     source_from_settings,
 )
 from dlt_pipelines.fhir.testing import FhirTestServer, read_ndjson
+from dlt_pipelines.fhir.testing.keys import signing_key
 from dlt_pipelines.fhir.transport import RetryPolicy
 from infra.errors import ConfigError, SourceError
 from infra.settings import load_settings
@@ -294,3 +295,20 @@ def test_files_without_requires_access_token_go_without_one(sample: list[bytes])
     assert lines_per_type(records) == {"AllergyIntolerance": 11, "Condition": 9}
     assert kick_off.authorization == "Bearer not-for-files"
     assert [r.authorization for r in file_requests] == ["", ""]
+
+
+def test_export_with_smart_backend_services(sample: list[bytes]) -> None:
+    key = signing_key("ES384")
+    report = ExportReport()
+    with FhirTestServer(resources=sample, auth="smart", smart_clients={"bulk": key.public_pem},
+                        export_retry_after="0") as server:
+        auth = SmartBackendServices(token_url=server.token_url, client_id="bulk",
+                                    private_key=key.private_pem, algorithm="ES384")
+        records = list(run_export(server.base_url, auth=auth, types=["Encounter"],
+                                  report=report, policy=sleeping_policy([])))
+        file_requests = server.api_requests(".ndjson")
+        issued = server.tokens_issued
+    assert lines_per_type(records) == {"Encounter": 1215}
+    assert [r.line_number for r in records][-1] == 215 and report.files == 2
+    assert len(file_requests) == 2 and all(r.status == 200 for r in file_requests)
+    assert issued == 1 and auth.tokens_fetched == 1
