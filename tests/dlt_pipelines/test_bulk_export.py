@@ -312,3 +312,19 @@ def test_export_with_smart_backend_services(sample: list[bytes]) -> None:
     assert [r.line_number for r in records][-1] == 215 and report.files == 2
     assert len(file_requests) == 2 and all(r.status == 200 for r in file_requests)
     assert issued == 1 and auth.tokens_fetched == 1
+
+
+def test_download_cut_short_is_an_error_not_a_short_file(sample: list[bytes]) -> None:
+    yielded: list[Any] = []
+    with FhirTestServer(resources=sample[:20], export_retry_after="0",
+                        export_cut_files=True) as server:
+        with pytest.raises(SourceError) as raised:
+            for record in run_export(server.base_url, auth=None, types=["Condition"],
+                                     policy=sleeping_policy([])):
+                yielded.append(record)
+        deletes = [r for r in server.requests if r.method == "DELETE"]
+    assert str(raised.value) == (
+        "export file 1 (Condition) broke off while downloading (RemoteProtocolError): "
+        "run the export again"
+    )
+    assert len(yielded) < 9 and len(deletes) == 1

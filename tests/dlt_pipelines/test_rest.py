@@ -454,3 +454,39 @@ def test_settings_without_a_base_url_say_what_to_set(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path / "lake", environ={})
     with pytest.raises(ConfigError, match="CARELAKE_SOURCES__FHIR_REST__BASE_URL="):
         source_from_settings(settings)
+
+
+@pytest.mark.parametrize(("lifetime_s", "tokens"), [(300, 1), (30, 3)])
+def test_smart_token_reused_until_it_nears_expiry(
+    sample: dict[str, list[bytes]], lifetime_s: int, tokens: int
+) -> None:
+    key = signing_key("ES384")
+    with FhirTestServer(resources=sample["Patient"], auth="smart", token_lifetime_s=lifetime_s,
+                        smart_clients={"svc": key.public_pem}) as server:
+        auth = SmartBackendServices(token_url=server.token_url, client_id="svc",
+                                    private_key=key.private_pem, algorithm="ES384")
+        pages = list(iter_search_pages(server.base_url, ["Patient"], auth=auth, page_size=5))
+        statuses = [r.status for r in server.api_requests("/Patient")]
+    # A token is dropped 30 s before the server says it expires: a 30 s token is never reused.
+    assert [p.entries for p in pages] == [5, 5, 3]
+    assert statuses == [200, 200, 200]
+    assert auth.tokens_fetched == tokens == server.tokens_issued
+
+
+def test_server_filters_last_updated_ranges(sample: dict[str, list[bytes]]) -> None:
+    with FhirTestServer(resources=sample["Patient"]) as server:
+        with open_client(auth=None) as client:
+            answer = client.get(f"{server.base_url}/Patient", params=[
+                ("_lastUpdated", "ge2026-01-01T00:00:03Z"),
+                ("_lastUpdated", "lt2026-01-01T00:00:08Z"),
+                ("_count", "3"),
+            ])
+    bundle = msgspec.json.decode(answer.content)
+    assert answer.status_code == 200 and bundle["total"] == 5
+    assert [e["resource"]["meta"]["lastUpdated"] for e in bundle["entry"]] == [
+        "2026-01-01T00:00:03.000Z", "2026-01-01T00:00:04.000Z", "2026-01-01T00:00:05.000Z",
+    ]
+    assert [link["relation"] for link in bundle["link"]] == ["self", "next"]
+    assert bundle["entry"][0]["resource"]["meta"]["profile"] == [
+        "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"
+    ]

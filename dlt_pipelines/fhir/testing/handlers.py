@@ -277,7 +277,19 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
         lines = None if job is None else state.exports.file(job, name)
         if lines is None:
             return self._reply(404, outcome("not-found", "no such export file"))
-        self._reply(200, b"".join(line + b"\n" for line in lines), content_type=FHIR_NDJSON)
+        body = b"".join(line + b"\n" for line in lines)
+        if state.export_cut_files and not name.startswith("errors-"):
+            # Promise the whole body, send half of it, and hang up.
+            self.server_state.record(_recorded(self, 200))
+            self.send_response(200)
+            self.send_header("Content-Type", FHIR_NDJSON)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self._reply(200, body, content_type=FHIR_NDJSON)
 
 
 def _now() -> datetime:

@@ -51,6 +51,7 @@ class FhirTestServer:
       export_fail_with   the export status answers 500 with an OperationOutcome of this text
       export_files_host  the manifest names output files on this host name instead (for example
                          "localhost": still this server, but not the base URL's host)
+      export_cut_files   each output file's connection is closed halfway through its body
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class FhirTestServer:
         export_error_lines: int = 0,
         export_fail_with: str | None = None,
         export_files_host: str | None = None,
+        export_cut_files: bool = False,
     ) -> None:
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {sorted(AUTH_MODES)}, not {auth!r}")
@@ -100,6 +102,7 @@ class FhirTestServer:
         self.groups = {name: set(members) for name, members in (groups or {}).items()}
         self.export_retry_after = export_retry_after
         self.export_files_host = export_files_host
+        self.export_cut_files = export_cut_files
         self.exports = ExportJobs(
             self.store, pending_polls=export_pending_polls, file_lines=export_file_lines,
             error_lines=export_error_lines, fail_with=export_fail_with,
