@@ -13,7 +13,9 @@ The flow follows the FHIR Bulk Data Access specification:
 
 A bearer token goes with downloads only when the manifest says ``requiresAccessToken`` and the
 file lives on the base URL's host. Error files (OperationOutcome NDJSON) are yielded as records
-marked ``is_error`` and counted; their text is never logged.
+of kind "error" and counted by issue code; their text is never logged. The files of the manifest's
+``deleted`` array (Bundles whose entries ``DELETE`` resources removed since ``_since``) are
+yielded as records of kind "deleted" for the ingest to apply.
 """
 
 from __future__ import annotations
@@ -45,20 +47,24 @@ SETTING = "sources.fhir_bulk.max_retries"
 
 @dataclass(frozen=True)
 class ExportRecord:
-    """One NDJSON line of an export output (or of an error file, with ``is_error``)."""
+    """One NDJSON line of an export file: kind "resource", "error" or "deleted"."""
 
     resource_type: str
     file_number: int
     line_number: int
     body: bytes
-    is_error: bool = False
+    kind: str = "resource"
+
+    @property
+    def is_error(self) -> bool:
+        return self.kind == "error"
 
     def as_item(self) -> dict[str, Any]:
         return {
             "resource_type": self.resource_type,
+            "kind": self.kind,
             "file_number": self.file_number,
             "line_number": self.line_number,
-            "is_error": self.is_error,
             "body": self.body,
         }
 
@@ -74,13 +80,15 @@ class ExportReport:
     lines: dict[str, int] = field(default_factory=dict)
     error_lines: int = 0
     error_codes: dict[str, int] = field(default_factory=dict)
-    deleted: bool = False
+    # DELETE entries in the Bundles of the manifest's "deleted" files.
+    deletions: int = 0
+    status_deleted: bool = False
 
     def counts(self) -> dict[str, Any]:
         return {
             "polls": self.polls, "files": self.files, "lines": dict(self.lines),
             "resources": sum(self.lines.values()), "error_lines": self.error_lines,
-            "error_codes": dict(self.error_codes),
+            "error_codes": dict(self.error_codes), "deletions": self.deletions,
         }
 
 
@@ -96,6 +104,7 @@ class _Manifest(msgspec.Struct):
     requiresAccessToken: bool = False  # noqa: N815
     output: list[_Output] = []
     error: list[_Output] = []
+    deleted: list[_Output] = []
 
 
 class _Issue(msgspec.Struct):
@@ -107,6 +116,18 @@ class _Issue(msgspec.Struct):
 class _Outcome(msgspec.Struct):
     resourceType: str = ""  # noqa: N815
     issue: list[_Issue] = []
+
+
+class _Request(msgspec.Struct):
+    method: str = ""
+
+
+class _DeletionEntry(msgspec.Struct):
+    request: _Request | None = None
+
+
+class _DeletionBundle(msgspec.Struct):
+    entry: list[_DeletionEntry] = []
 
 
 # Whatever in a server's diagnostics looks like an identifier is masked before it is shown.
@@ -255,7 +276,7 @@ def _lines(response: httpx.Response) -> Iterator[bytes]:
 
 def iter_file(
     client: httpx.Client, output: _Output, *, number: int, base_url: str,
-    requires_token: bool, policy: RetryPolicy, is_error: bool = False,
+    requires_token: bool, policy: RetryPolicy, kind: str = "resource",
 ) -> Iterator[ExportRecord]:
     """Stream one output file, one record per NDJSON line."""
     url = urljoin(base_url.rstrip("/") + "/", output.url)
@@ -276,7 +297,7 @@ def iter_file(
                 f"{response.status_code}: the files may have expired; start a new export"
             )
         for line_number, line in enumerate(_lines(response), start=1):
-            yield ExportRecord(output.type, number, line_number, line, is_error)
+            yield ExportRecord(output.type, number, line_number, line, kind)
     except httpx.TransportError as error:
         raise SourceError(
             f"export file {number} ({output.type}) broke off while downloading "
@@ -295,6 +316,17 @@ def _count_error(record: ExportRecord, report: ExportReport) -> None:
         codes = ["unreadable"]
     for code in codes:
         report.error_codes[code] = report.error_codes.get(code, 0) + 1
+
+
+def _count_deletions(record: ExportRecord, report: ExportReport) -> None:
+    try:
+        bundle = msgspec.json.decode(record.body, type=_DeletionBundle)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return
+    report.deletions += sum(
+        1 for entry in bundle.entry
+        if entry.request is not None and entry.request.method.upper() == "DELETE"
+    )
 
 
 def run_export(
@@ -340,9 +372,9 @@ def run_export(
         finally:
             _delete(client, status_url, policy=policy, report=report)
         logger.info(
-            "export complete: %d file(s), %d resource line(s) of %d type(s), %d error line(s), "
-            "%d poll(s)", report.files, sum(report.lines.values()), len(report.lines),
-            report.error_lines, report.polls,
+            "export complete: %d file(s), %d resource line(s) of %d type(s), %d deletion(s), "
+            "%d error line(s), %d poll(s)", report.files, sum(report.lines.values()),
+            len(report.lines), report.deletions, report.error_lines, report.polls,
         )
     finally:
         if own_client:
@@ -353,16 +385,19 @@ def _download(
     client: httpx.Client, manifest: _Manifest, *, base_url: str, policy: RetryPolicy,
     report: ExportReport,
 ) -> Iterator[ExportRecord]:
-    files = [(output, False) for output in manifest.output]
-    files += [(output, True) for output in manifest.error]
-    for number, (output, is_error) in enumerate(files, start=1):
+    files = [(output, "resource") for output in manifest.output]
+    files += [(output, "deleted") for output in manifest.deleted]
+    files += [(output, "error") for output in manifest.error]
+    for number, (output, kind) in enumerate(files, start=1):
         lines = 0
         for record in iter_file(client, output, number=number, base_url=base_url,
                                 requires_token=manifest.requiresAccessToken, policy=policy,
-                                is_error=is_error):
+                                kind=kind):
             lines += 1
-            if is_error:
+            if kind == "error":
                 _count_error(record, report)
+            elif kind == "deleted":
+                _count_deletions(record, report)
             else:
                 report.lines[record.resource_type] = report.lines.get(record.resource_type, 0) + 1
             yield record
@@ -379,8 +414,8 @@ def _delete(client: httpx.Client, status_url: str, *, policy: RetryPolicy,
     except SourceError as error:
         logger.warning("could not delete the export status URL: %s", error)
         return
-    report.deleted = response.status_code in (200, 202, 204)
-    if not report.deleted:
+    report.status_deleted = response.status_code in (200, 202, 204)
+    if not report.status_deleted:
         logger.warning("DELETE of the export status URL answered HTTP %d", response.status_code)
 
 

@@ -51,7 +51,7 @@ def sleeping_policy(sleeps: list[float]) -> RetryPolicy:
 def lines_per_type(records: list[Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for record in records:
-        if not record.is_error:
+        if record.kind == "resource":
             counts[record.resource_type] = counts.get(record.resource_type, 0) + 1
     return counts
 
@@ -87,10 +87,10 @@ def test_system_export_downloads_every_line(sample_folder: Path, sample: list[by
     errors = [record for record in records if record.is_error]
     assert [e.line_number for e in errors] == [1, 2]
     assert report.error_lines == 2 and report.error_codes == {"processing": 2}
-    assert report.deleted and job.deleted and len(deletes) == 1
+    assert report.status_deleted and job.closed and len(deletes) == 1
     # Every line is the server's bytes, unchanged.
     for record in records[:50] + records[-50:]:
-        if not record.is_error:
+        if record.kind == "resource":
             assert record.body == stored[msgspec.json.decode(record.body)["id"]]
 
 
@@ -125,13 +125,21 @@ def test_since_exports_only_what_changed(sample: list[bytes]) -> None:
         list(run_export(server.base_url, auth=None, types=["Patient"], report=first,
                         policy=sleeping_policy([])))
         server.add(sample[:5])  # five AllergyIntolerances stored again, after the export
+        gone = [msgspec.json.decode(line)["id"] for line in sample[5:7]]
+        assert all(server.delete("AllergyIntolerance", resource_id) for resource_id in gone)
         second = ExportReport()
         records = list(run_export(server.base_url, auth=None, since=first.transaction_time,
                                   report=second, policy=sleeping_policy([])))
         asked = server.api_requests("/$export")[-1].query["_since"]
-    assert first.lines == {"Patient": 13}
+    assert first.lines == {"Patient": 13} and first.deletions == 0
     assert asked == [first.transaction_time]
     assert lines_per_type(records) == {"AllergyIntolerance": 5}
+    (deleted,) = [record for record in records if record.kind == "deleted"]
+    assert deleted.resource_type == "Bundle" and second.deletions == 2
+    assert msgspec.json.decode(deleted.body)["entry"] == [
+        {"request": {"method": "DELETE", "url": f"AllergyIntolerance/{resource_id}"}}
+        for resource_id in gone
+    ]
 
 
 def test_failed_export_reports_the_servers_diagnostics(sample: list[bytes]) -> None:
@@ -224,7 +232,7 @@ def test_export_cancelled_on_the_server_is_reported(sample: list[bytes]) -> None
 
         def cancel_on_the_server(seconds: float) -> None:
             for job in server.exports.jobs.values():
-                job.deleted = True
+                job.closed = True
 
         policy = RetryPolicy(max_retries=2, sleep=cancel_on_the_server, jitter=lambda: 0.0)
         with pytest.raises(SourceError) as raised:

@@ -15,7 +15,12 @@ from datetime import datetime
 
 import msgspec
 
-from dlt_pipelines.fhir.testing.store import ResourceStore, StoredResource, format_instant
+from dlt_pipelines.fhir.testing.store import (
+    Deletion,
+    ResourceStore,
+    StoredResource,
+    format_instant,
+)
 
 # Types in the Patient compartment are found by their reference to a patient; a type that never
 # references one (Organization, Practitioner, Location) is left out of Patient and Group exports.
@@ -30,9 +35,10 @@ class ExportJob:
     files: dict[str, list[bytes]]
     pending_polls: int
     errors: list[bytes]
+    deletions: list[bytes] = field(default_factory=list)
     fail_with: str | None = None
     polls: int = 0
-    deleted: bool = False
+    closed: bool = False
     file_types: dict[str, str] = field(default_factory=dict)
 
 
@@ -59,6 +65,17 @@ def error_outcome(number: int) -> bytes:
         }],
     }
     return msgspec.json.encode(outcome)
+
+
+def deletion_bundle(gone: Sequence[Deletion]) -> bytes:
+    """One line of a "deleted" file: a transaction Bundle with a DELETE entry per resource."""
+    return msgspec.json.encode({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "DELETE", "url": f"{d.resource_type}/{d.id}"}} for d in gone
+        ],
+    })
 
 
 class ExportJobs:
@@ -95,6 +112,12 @@ class ExportJobs:
                 file_types[name] = resource_type
 
         errors = [error_outcome(number) for number in range(1, self._error_lines + 1)]
+        deletions = []
+        if since is not None:
+            gone = [d for d in self._store.deletions(since=since)
+                    if types is None or d.resource_type in types]
+            if gone:
+                deletions.append(deletion_bundle(gone))
         job = ExportJob(
             id=uuid.uuid4().hex,
             request_url=request_url,
@@ -103,6 +126,7 @@ class ExportJobs:
             files=files,
             pending_polls=self._pending_polls,
             errors=errors,
+            deletions=deletions,
             fail_with=self._fail_with,
             file_types=file_types,
         )
@@ -113,7 +137,7 @@ class ExportJobs:
     def get(self, job_id: str) -> ExportJob | None:
         with self._lock:
             job = self.jobs.get(job_id)
-        return None if job is None or job.deleted else job
+        return None if job is None or job.closed else job
 
     def manifest(self, job: ExportJob, *, files_url: str, requires_token: bool) -> bytes:
         output = [
@@ -126,16 +150,20 @@ class ExportJobs:
                 "type": "OperationOutcome", "url": f"{files_url}/errors-1.ndjson",
                 "count": len(job.errors),
             })
-        manifest = {
+        manifest: dict[str, object] = {
             "transactionTime": format_instant(job.transaction_time),
             "request": job.request_url,
             "requiresAccessToken": requires_token,
             "output": output,
             "error": error,
         }
+        if job.deletions:
+            manifest["deleted"] = [{"type": "Bundle", "url": f"{files_url}/deleted-1.ndjson"}]
         return msgspec.json.encode(manifest)
 
     def file(self, job: ExportJob, name: str) -> list[bytes] | None:
         if name == "errors-1.ndjson" and job.errors:
             return job.errors
+        if name == "deleted-1.ndjson" and job.deletions:
+            return job.deletions
         return job.files.get(name)

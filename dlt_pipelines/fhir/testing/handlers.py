@@ -251,7 +251,7 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
         if job is None:
             return self._reply(404, outcome("not-found", "no such export job"))
         if self.command == "DELETE":
-            job.deleted = True
+            job.closed = True
             return self._reply(202)
         job.polls += 1
         if job.polls <= job.pending_polls:
@@ -278,7 +278,7 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
         if lines is None:
             return self._reply(404, outcome("not-found", "no such export file"))
         body = b"".join(line + b"\n" for line in lines)
-        if state.export_cut_files and not name.startswith("errors-"):
+        if state.export_cut_files and name[:1].isupper():
             # Promise the whole body, send half of it, and hang up.
             self.server_state.record(_recorded(self, 200))
             self.send_response(200)

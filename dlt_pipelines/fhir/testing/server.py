@@ -174,6 +174,10 @@ class FhirTestServer:
         """Store new versions, updated after everything already stored unless told otherwise."""
         return self.store.add(resources, first_update=first_update)
 
+    def delete(self, resource_type: str, resource_id: str) -> bool:
+        """Delete a resource; a later ``_since`` export lists it in its "deleted" files."""
+        return self.store.delete(resource_type, resource_id)
+
     def revoke_tokens(self) -> None:
         """Forget every access token issued, as if each had expired on the server's side."""
         with self._lock:

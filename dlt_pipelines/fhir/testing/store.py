@@ -22,6 +22,13 @@ _COMPARATORS = {"eq", "ne", "gt", "ge", "lt", "le"}
 
 
 @dataclass(frozen=True)
+class Deletion:
+    resource_type: str
+    id: str
+    deleted_at: datetime
+
+
+@dataclass(frozen=True)
 class StoredResource:
     resource_type: str
     id: str
@@ -64,6 +71,7 @@ class ResourceStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_type: dict[str, dict[str, StoredResource]] = {}
+        self._deletions: list[Deletion] = []
         self._latest = DEFAULT_FIRST_UPDATE - timedelta(seconds=1)
 
     def add(self, bodies: Iterable[bytes], *, first_update: datetime | None = None) -> int:
@@ -103,6 +111,19 @@ class ResourceStore:
         by_id[resource_id] = StoredResource(
             resource_type, resource_id, version, moment, msgspec.json.encode(stamped)
         )
+
+    def delete(self, resource_type: str, resource_id: str) -> bool:
+        """Remove a resource, as of one second after the latest update; False if absent."""
+        with self._lock:
+            if self._by_type.get(resource_type, {}).pop(resource_id, None) is None:
+                return False
+            self._latest += timedelta(seconds=1)
+            self._deletions.append(Deletion(resource_type, resource_id, self._latest))
+        return True
+
+    def deletions(self, *, since: datetime) -> list[Deletion]:
+        with self._lock:
+            return [gone for gone in self._deletions if gone.deleted_at > since]
 
     @property
     def latest(self) -> datetime:
