@@ -490,3 +490,21 @@ def test_server_filters_last_updated_ranges(sample: dict[str, list[bytes]]) -> N
     assert bundle["entry"][0]["resource"]["meta"]["profile"] == [
         "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"
     ]
+
+
+def test_replayed_smart_assertion_is_refused(sample: dict[str, list[bytes]]) -> None:
+    key = signing_key("RS384")
+    with FhirTestServer(resources=sample["Patient"], auth="smart",
+                        smart_clients={"svc": key.public_pem}) as server:
+        auth = SmartBackendServices(token_url=server.token_url, client_id="svc",
+                                    private_key=key.private_pem)
+        assertion = auth.assertion()
+        form = {"grant_type": "client_credentials", "scope": "system/*.read",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion}
+        with open_client(auth=None) as client:
+            first = client.post(server.token_url, data=form)
+            replayed = client.post(server.token_url, data=form)
+    assert first.status_code == 200 and msgspec.json.decode(first.content)["expires_in"] == 300
+    assert replayed.status_code == 401
+    assert msgspec.json.decode(replayed.content) == {"error": "invalid_client"}

@@ -200,9 +200,8 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
             return self._oauth_error(401, "invalid_client")
         if claims["sub"] != client_id or claims["exp"] > time.time() + 300:
             return self._oauth_error(401, "invalid_client")
-        if claims["jti"] in state.used_jtis:
-            return self._oauth_error(401, "invalid_client")
-        state.used_jtis.add(claims["jti"])
+        if not state.claim_jti(str(claims["jti"])):
+            return self._oauth_error(401, "invalid_client")  # an assertion replayed
         self._reply(200, msgspec.json.encode({
             "access_token": state.issue_token(),
             "token_type": "bearer",

@@ -208,6 +208,14 @@ class FhirTestServer:
             return 503
         return None
 
+    def claim_jti(self, jti: str) -> bool:
+        """True the first time an assertion id is seen; a replayed assertion gets False."""
+        with self._lock:
+            if jti in self.used_jtis:
+                return False
+            self.used_jtis.add(jti)
+        return True
+
     def issue_token(self) -> str:
         token = secrets.token_urlsafe(24)
         with self._lock:
