@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from dlt_pipelines.fhir.auth import (
     auth_from_config,
     open_client,
 )
+from dlt_pipelines.fhir.check import register
 from dlt_pipelines.fhir.rest import (
     SearchReport,
     fhir_rest_source,
@@ -508,3 +511,37 @@ def test_replayed_smart_assertion_is_refused(sample: dict[str, list[bytes]]) -> 
     assert first.status_code == 200 and msgspec.json.decode(first.content)["expires_in"] == 300
     assert replayed.status_code == 401
     assert msgspec.json.decode(replayed.content) == {"error": "invalid_client"}
+
+
+def test_check_fhir_reports_the_server_and_its_counts(
+    sample: dict[str, list[bytes]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    monkeypatch.setenv("SOURCES__FHIR_REST__TOKEN", "check-token")
+    monkeypatch.setenv("CARELAKE_SOURCES__FHIR_REST__AUTH", "bearer")
+    monkeypatch.setenv("CARELAKE_SOURCES__FHIR_REST__RESOURCE_TYPES", "Patient,Condition,Device")
+    monkeypatch.setenv("CARELAKE_LAKE__DATA_DIR", str(tmp_path / "lake"))
+    with FhirTestServer(resources=sample["Patient"] + sample["Condition"], auth="bearer",
+                        bearer_token="check-token") as server:
+        monkeypatch.setenv("CARELAKE_SOURCES__FHIR_REST__BASE_URL", server.base_url)
+        args = parser.parse_args(["check-fhir"])
+        printed = io.StringIO()
+        status = args.handler(args, out=printed)
+
+        monkeypatch.setenv("SOURCES__FHIR_REST__TOKEN", "stale")
+        refused = io.StringIO()
+        refused_status = args.handler(args, out=refused)
+    assert status == 0
+    assert printed.getvalue().splitlines() == [
+        "server: carelake FHIR test server, FHIR 4.0.1, $export offered",
+        "  Patient: 13",
+        "  Condition: 555",
+        "  Device: 0",
+    ]
+    assert refused_status == 1
+    assert refused.getvalue() == (
+        "check-fhir: GET /Patient answered HTTP 401: the server refused our credentials; "
+        "check the auth setting and its secrets\n"
+    )
+    assert not (tmp_path / "lake").exists()

@@ -101,6 +101,8 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
                 "token_endpoint_auth_methods_supported": ["private_key_jwt"],
                 "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
             }), content_type="application/json")
+        if path == f"{base}/metadata":
+            return self._reply(200, self._capability_statement())
         if not path.startswith(base + "/"):
             return self._reply(404, outcome("not-found", "no such endpoint"))
 
@@ -125,6 +127,36 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
             return self._search(parts[0])
         return self._reply(404, outcome("not-supported", "the test server has no such operation"))
 
+    def _capability_statement(self) -> bytes:
+        state = self.server_state
+        search = [{"name": "_lastUpdated", "type": "date"}]
+        security: dict[str, object] = {"cors": False}
+        if state.auth == "smart":
+            security["service"] = [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR",
+            }]}]
+        return msgspec.json.encode({
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "kind": "instance",
+            "fhirVersion": "4.0.1",
+            "format": [FHIR_JSON],
+            "software": {"name": "carelake FHIR test server"},
+            "rest": [{
+                "mode": "server",
+                "security": security,
+                "resource": [
+                    {"type": name, "interaction": [{"code": "search-type"}], "searchParam": search}
+                    for name in state.store.types()
+                ],
+                "operation": [{
+                    "name": "export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                }],
+            }],
+        })
+
     # -- search -----------------------------------------------------------------------------
 
     def _search(self, resource_type: str) -> None:
@@ -139,6 +171,11 @@ class FhirRequestHandler(BaseHTTPRequestHandler):
             )
         except ValueError:
             return self._reply(400, outcome("invalid", "a search parameter has a bad value"))
+        if self._query.get("_summary") == ["count"]:
+            return self._reply(200, msgspec.json.encode({
+                "resourceType": "Bundle", "type": "searchset",
+                "total": len(matches) + state.total_excess,
+            }))
         count = max(1, min(count, 1000))
         page = matches[offset:offset + count]
 
