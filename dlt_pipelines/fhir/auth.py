@@ -230,7 +230,7 @@ def open_client(
 
 
 def _secret(section: str, name: str) -> str | None:
-    value = dlt.secrets.get(f"sources.{section}.{name}")
+    value = dlt.secrets.get(f"sources.{section}.{name}", str)
     return None if value is None else str(value)
 
 
