@@ -47,6 +47,7 @@ QUARANTINE_SCHEMA = pa.schema([
     pa.field("source", pa.string()),
     pa.field("locator", pa.string()),
     pa.field("resource_type", pa.string()),
+    pa.field("patient_key", pa.string()),
     pa.field("reason", pa.string()),
     pa.field("record", pa.string()),
     pa.field("load_id", pa.string()),

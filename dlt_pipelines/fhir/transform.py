@@ -58,6 +58,7 @@ class Outcome:
     row: dict[str, Any] | None = None
     reason: str | None = None
     raw: bytes | None = None
+    patient_key: str | None = None
 
 
 def _element_check(key: str, value: str, path: str) -> None:
@@ -176,7 +177,21 @@ class Transformer:
             return self._upsert(entry, original)
         except Rejected as reason:
             return Outcome("quarantine", resource_type=_type_of(entry.resource), reason=str(reason),
-                           raw=original)
+                           raw=original, patient_key=self._owner(entry))
+
+    def _owner(self, entry: Entry) -> str | None:
+        """The patient a rejected resource is about, when that can still be told (for erasure)."""
+        resource = entry.resource or {}
+        if resource.get("resourceType") == "Patient" and not isinstance(resource.get("id"), str):
+            return None
+        try:
+            reference = subject_reference(resource)
+        except (KeyError, TypeError):
+            return None
+        if reference is None:
+            return None
+        found = self._patient_sealer(Normalizer(entry.urn_map).reference(reference))
+        return found[0] if found else None
 
     def _delete(self, entry: Entry) -> Outcome:
         url = (entry.request_url or "").split("/_history/", 1)[0]
