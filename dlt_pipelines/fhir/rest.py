@@ -305,8 +305,12 @@ def fhir_rest_source(
     timeout_s: float = 60.0,
     report: SearchReport | None = None,
     name: str = "fhir_rest",
+    resource_prefix: str = "",
 ) -> Any:
     """A dlt source with one resource per FHIR type, each yielding searchset pages as items.
+
+    Resources are named ``<resource_prefix><type in lower case>``; give each server its own
+    prefix when several load in one pipeline, so their marks stay apart.
 
     Each resource keeps ``last_updated`` (the newest ``meta.lastUpdated`` it has loaded) in
     dlt's resource state and asks ``_lastUpdated=gt<last_updated>`` on the next run. The mark is
@@ -321,7 +325,7 @@ def fhir_rest_source(
 
     def pages_of(resource_type: str) -> Any:
         @dlt.resource(
-            name=resource_type.lower(),
+            name=f"{resource_prefix}{resource_type.lower()}",
             write_disposition="append",
             columns={"body": {"data_type": "binary"}},
         )
@@ -361,10 +365,16 @@ def type_list(value: Any, *, setting: str) -> list[str]:
     return types
 
 
-def source_from_settings(settings: Any, *, report: SearchReport | None = None) -> Any:
-    """``fhir_rest_source`` configured from ``[sources.fhir_rest]`` and dlt's secrets."""
+def source_from_settings(
+    settings: Any, *, base_url: str | None = None, report: SearchReport | None = None,
+    resource_prefix: str = "",
+) -> Any:
+    """``fhir_rest_source`` configured from ``[sources.fhir_rest]`` and dlt's secrets.
+
+    ``base_url`` (for example one given on the command line) replaces the configured one.
+    """
     options = settings.section("sources.fhir_rest")
-    base_url = str(options.get("base_url") or "")
+    base_url = base_url or str(options.get("base_url") or "")
     if not base_url:
         raise ConfigError(
             "sources.fhir_rest.base_url is empty: set it to the FHIR API root, for example "
@@ -381,4 +391,5 @@ def source_from_settings(settings: Any, *, report: SearchReport | None = None) -
         ca_bundle=str(options.get("ca_bundle") or "") or None,
         timeout_s=float(options.get("timeout_s", 60)),
         report=report,
+        resource_prefix=resource_prefix,
     )

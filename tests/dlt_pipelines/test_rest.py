@@ -553,3 +553,46 @@ def test_check_fhir_reports_the_server_and_its_counts(
         "check the auth setting and its secrets\n"
     )
     assert not (tmp_path / "lake").exists()
+
+
+# -- the server in the ingest ----------------------------------------------------------------
+
+
+def test_server_pages_land_in_bronze_incrementally(
+    tmp_path: Path, sample: dict[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlt_pipelines.fhir.pipeline import ingest
+    from dlt_pipelines.fhir.rest_ingest import server_resources
+    from infra.lake import Lake
+
+    monkeypatch.setenv("CARELAKE_SOURCES__FHIR_REST__RESOURCE_TYPES",
+                       "Patient,MedicationRequest,Observation")
+    monkeypatch.setenv("CARELAKE_KEYS__KEY_DIR", str(tmp_path / "keys"))
+    lake = Lake.open(load_settings(data_dir=tmp_path / "lake"))
+    observation = (
+        b'{"resourceType":"Observation","id":"obs-decimal","status":"final",'
+        b'"code":{"text":"potassium"},"valueQuantity":{"value":0.700,"unit":"mmol/L"}}'
+    )
+    rejected = b'{"resourceType":"Observation","id":"not a valid id!","status":"final"}'
+    resources = sample["Patient"] + sample["MedicationRequest"] + [observation, rejected]
+    with FhirTestServer(resources=resources) as server:
+        first = ingest(lake, [], extra_resources=server_resources(lake, [server.base_url]))
+        server.add(sample["Patient"][:2])
+        second = ingest(lake, [], extra_resources=server_resources(lake, [server.base_url]))
+        incremental = sorted(r.query["_lastUpdated"][0] for r in server.api_requests()[-3:])
+
+    loaded = {t: c["loaded"] for t, c in first.per_type.items()}
+    assert loaded == {"Patient": 13, "MedicationRequest": 1745, "Observation": 1}
+    assert {t: (c["loaded"], c["updated"]) for t, c in second.per_type.items()} == {
+        "Patient": (0, 2)
+    }
+    # Each type asked from its own mark; the rejected Observation counts, it was received.
+    assert incremental == [
+        "gt2026-01-01T00:00:12.000Z", "gt2026-01-01T00:29:17.000Z", "gt2026-01-01T00:29:19.000Z",
+    ]
+    assert lake.count("bronze.patient") == 13 and lake.count("bronze.quarantine") == 1
+    with lake.duckdb() as connection:
+        (kept,) = connection.execute(
+            f"select resource from {lake.scan_sql('bronze.observation')}"
+        ).fetchone()
+    assert '"valueQuantity":{"value":0.700,"unit":"mmol/L"}' in kept
