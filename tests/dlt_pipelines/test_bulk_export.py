@@ -344,3 +344,40 @@ def test_download_cut_short_is_an_error_not_a_short_file(sample: list[bytes]) ->
         "run the export again"
     )
     assert len(yielded) < 9 and len(deletes) == 1
+
+
+def test_export_lands_in_bronze_and_applies_deletions(
+    tmp_path: Path, sample: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlt_pipelines.fhir.pipeline import ingest
+    from dlt_pipelines.fhir.rest_ingest import bulk_resources
+    from infra.lake import Lake
+
+    monkeypatch.setenv("CARELAKE_KEYS__KEY_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("CARELAKE_SOURCES__FHIR_BULK__TYPES", "Patient,Condition,Immunization")
+    monkeypatch.setenv("CARELAKE_SOURCES__FHIR_BULK__POLL_INTERVAL_S", "0")
+    patients = [line for line in sample if line.startswith(b'{"resourceType":"Patient"')]
+    condition_id = next(msgspec.json.decode(line)["id"] for line in sample
+                        if line.startswith(b'{"resourceType":"Condition"'))
+    with FhirTestServer(resources=sample, export_retry_after="0",
+                        export_error_lines=1) as server:
+        monkeypatch.setenv("CARELAKE_SOURCES__FHIR_BULK__BASE_URL", server.base_url)
+        lake = Lake.open(load_settings(data_dir=tmp_path / "lake"))
+        first_export = ExportReport()
+        first = ingest(lake, [], extra_resources=bulk_resources(lake, report=first_export))
+        server.add(patients[:2])
+        assert server.delete("Condition", condition_id)
+        second_export = ExportReport()
+        second = ingest(lake, [], extra_resources=bulk_resources(lake, report=second_export))
+        asked = server.api_requests("/$export")[-1].query["_since"]
+
+    assert {t: c["loaded"] for t, c in first.per_type.items()} == {
+        "Patient": 13, "Condition": 555, "Immunization": 161,
+    }
+    assert first_export.error_lines == 1 and first_export.deletions == 0
+    assert asked == [first_export.transaction_time]
+    assert second_export.lines == {"Patient": 2} and second_export.deletions == 1
+    assert {t: (c["updated"], c["deleted"]) for t, c in second.per_type.items()} == {
+        "Patient": (2, 0), "Condition": (0, 1),
+    }
+    assert lake.count("bronze.condition") == 554 and lake.count("bronze.patient") == 13
