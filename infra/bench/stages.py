@@ -1,5 +1,9 @@
 """One benchmark function per carelake stage, each calling the real entry point.
 
+The ingest calls ``dlt_pipelines.fhir.pipeline.ingest``, the marts ``infra.marts.build``; NLP,
+vision and drift run their stage of ``carelake run`` (``infra.stages.STAGES``) with a context on
+the benchmark's lake.
+
 Every function takes the scaled input folder (``fhir/`` from the scaler, ``images/`` beside it) and
 a scratch data folder for the lake, runs the stage once and returns its counts. The runner calls
 each in a child process of its own, so that the child's peak memory is the stage's alone. A stage
@@ -97,14 +101,29 @@ def _stage(name: str, inputs: str, data_dir: str, sources: list[str]) -> dict[st
         raise StageUnavailable(result.reason or result.status)
     if result.status != "ok":
         raise RuntimeError(f"the {name} stage ended with status {result.status!r}")
+    return _numbers(result.details)
+
+
+def _numbers(details: dict[str, Any]) -> dict[str, Any]:
+    """The counts of a stage's details: its top-level numbers."""
     return {
-        key: value for key, value in result.details.items()
+        key: value for key, value in details.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
 
 
 def marts(inputs: str, data_dir: str) -> dict[str, Any]:
-    return _stage("marts", inputs, data_dir, [])
+    """``infra.marts.build`` on the lake the ingest benchmark wrote."""
+    try:
+        from infra.marts import build
+    except ModuleNotFoundError as error:
+        raise StageUnavailable(f"the marts are not part of this build ({error.name})") from None
+    lake = open_lake(Path(data_dir))
+    if not lake.tables(str(lake.settings.get("lake.bronze_namespace"))):
+        raise StageUnavailable("the marts need the lake the ingest writes, and it is empty")
+    built = build(lake)
+    details = built.as_json() if hasattr(built, "as_json") else built
+    return _numbers(details if isinstance(details, dict) else {})
 
 
 def nlp(inputs: str, data_dir: str) -> dict[str, Any]:

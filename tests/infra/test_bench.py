@@ -7,7 +7,6 @@ sample's exact counts, and that the memory measurement sees what a child really 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,6 @@ from infra.bench.child import run as run_child
 from infra.bench.report import BEGIN, END, growth, slope, verdict, write_markdown
 from infra.bench.runner import measure
 from infra.errors import ConfigError
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ALLOCATED_MB = 300
 SAMPLE_RESOURCES = 959  # data/sample/fhir: 3 bundles and 12 NDJSON files

@@ -20,7 +20,6 @@ from dlt_pipelines.fhir.scaler import scale
 from dlt_pipelines.fhir.scaler_rewrite import shift_date, years_earlier
 from infra.errors import ConfigError, InputError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DECIMALS = msgspec.json.Decoder(float_hook=decimal.Decimal)
 COVID = {
     "system": "http://snomed.info/sct",
@@ -34,14 +33,6 @@ BULK_LINES = {
     "Organization": 43, "Patient": 13, "Practitioner": 43, "PractitionerRole": 43,
     "Procedure": 2056,
 }
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    data = (REPO_ROOT / ".." / "shared" / "data").resolve()
-    if not (data / "INDEX.md").is_file():
-        pytest.fail(f"the public sample data is missing: expected it at {data}")
-    return data
 
 
 @pytest.fixture(scope="module")
