@@ -66,7 +66,7 @@ def growth(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+    return None if value is None else round(value, 2) + 0.0  # + 0.0: no "-0.0"
 
 
 def _number(value: Any, digits: int = 1) -> str:
