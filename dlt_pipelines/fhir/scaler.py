@@ -1,7 +1,8 @@
 """Make N-times larger FHIR data from real Synthea records, streaming, for benchmarks and tests.
 
 ``scale(inputs, output, factor=N)`` reads transaction bundles (``*.json``, one file each) and Bulk
-Data NDJSON (``*.ndjson``, one resource a line) and writes N copies of them. Copy k of N has new
+Data NDJSON (``*.ndjson``, one resource a line), either of them gzipped or not, and writes N
+copies of them, uncompressed. Copy k of N has new
 ids, names, identifier values and dates (see ``scaler_rewrite``), every reference rewritten to
 match, and decimals exactly as written (``0.700`` stays ``0.700``). Optional shifts change the
 copies on purpose, for drift tests: ``{"age_years": 10}`` makes every patient ten years older, and
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import decimal
+import gzip
 import logging
 import multiprocessing
 import time
@@ -171,18 +173,18 @@ def _discover(inputs: list[Path]) -> tuple[list[Path], list[Path], int]:
     for number, path in enumerate(inputs, start=1):
         if path.is_dir():
             files = sorted(file for file in path.rglob("*") if file.is_file())
-            files = [file for file in files if file.suffix in {".json", ".ndjson"}]
+            files = [file for file in files if _kind(file)]
         elif path.is_file():
-            if path.suffix not in {".json", ".ndjson"}:
+            if not _kind(path):
                 raise InputError(
-                    f"input #{number} is neither a bundle (.json) nor NDJSON (.ndjson): "
-                    "give bundles, NDJSON files or folders of them"
+                    f"input #{number} is neither a bundle (.json) nor NDJSON (.ndjson), "
+                    "gzipped or not: give bundles, NDJSON files or folders of them"
                 )
             files = [path]
         else:
             raise InputError(f"input #{number} does not exist: check the paths given to the scaler")
         for file in files:
-            if file.suffix == ".json":
+            if _kind(file) == "bundle":
                 bundles.append(file)
             elif _holds_fhir(file):
                 ndjson.append(file)
@@ -195,9 +197,23 @@ def _discover(inputs: list[Path]) -> tuple[list[Path], list[Path], int]:
     return bundles, ndjson, skipped
 
 
+def _kind(path: Path) -> str | None:
+    name = path.name.removesuffix(".gz")
+    if name.endswith(".json"):
+        return "bundle"
+    return "ndjson" if name.endswith(".ndjson") else None
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file's bytes, gunzipped on the fly for ``.gz`` (Bulk Data exports often are)."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
 def _holds_fhir(path: Path) -> bool:
     """False for NDJSON that is not FHIR, such as a Bulk Data export's ``log.ndjson``."""
-    with path.open("rb") as source:
+    with _open(path) as source:
         for line in source:
             if line.strip():
                 try:
@@ -220,7 +236,7 @@ def _patient_names(ndjson: list[Path]) -> dict[str, PersonNames]:
     """Name parts of every Patient in the NDJSON inputs, to rewrite them inside notes."""
     names: dict[str, PersonNames] = {}
     for path in ndjson:
-        with path.open("rb") as source:
+        with _open(path) as source:
             for line in source:
                 if b'"Patient"' not in line:
                     continue
@@ -240,7 +256,8 @@ def _make_copy(job: _Job, copy: int) -> _CopyResult:
     selector = Systematic(spec.rate, rewriter.fraction("new-condition-phase")) if spec else None
 
     for index, path in enumerate(job.bundles):
-        raw = path.read_bytes()
+        with _open(path) as source:
+            raw = source.read()
         body = _scale_bundle(raw, rewriter, job.shifts, selector, result, number=index + 1)
         target = job.output / "bundles" / f"{copy:03d}-{index:05d}.json"
         target.write_bytes(body)
@@ -372,7 +389,7 @@ def _scale_ndjson(
 ) -> None:
     picks: dict[str, tuple[str, str, str] | None] = {}  # patient -> (start, subject, encounter)
     for index, path in enumerate(job.ndjson, start=1):
-        with path.open("rb") as source:
+        with _open(path) as source:
             for number, line in enumerate(source, start=1):
                 if not line.strip():
                     continue

@@ -6,6 +6,7 @@ import argparse
 import base64
 import datetime
 import decimal
+import gzip
 import json
 import re
 from collections import Counter
@@ -414,6 +415,20 @@ def test_bad_input_is_refused_with_where_and_the_fix(tmp_path: Path) -> None:
         scale([folder], tmp_path / "out2", factor=1, shifts={"age": 3})
     with pytest.raises(InputError, match="input #1 does not exist"):
         scale([tmp_path / "missing"], tmp_path / "out3", factor=1)
+
+
+def test_gzipped_inputs_give_the_same_copies(bulk: Path, tmp_path: Path) -> None:
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    for name in ("Patient.000.ndjson", "DocumentReference.000.ndjson"):
+        (zipped / f"{name}.gz").write_bytes(gzip.compress((bulk / name).read_bytes()))
+    plain = [bulk / "Patient.000.ndjson", bulk / "DocumentReference.000.ndjson"]
+    scale(plain, tmp_path / "a", factor=2, seed=1)
+    report = scale([zipped], tmp_path / "b", factor=2, seed=1)
+
+    assert report.resources_out == {"DocumentReference": 2430, "Patient": 26}
+    for path in sorted((tmp_path / "a" / "ndjson").iterdir()):
+        assert path.read_bytes() == (tmp_path / "b" / "ndjson" / path.name).read_bytes()
 
 
 def test_the_scale_command_writes_the_copies(bulk: Path, tmp_path: Path, capsys) -> None:
