@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
-                        help="bundle files (.json), NDJSON files (.ndjson), gzipped or not, or folders; "
-                             "default: the bundled sample, data/sample/fhir")
+                        help="bundle files (.json), NDJSON files (.ndjson), gzipped or not, or "
+                             "folders; default: the bundled sample, data/sample/fhir")
     parser.add_argument("--factor", type=int, required=True, help="how many copies to write")
     parser.add_argument("--out", type=Path, required=True, help="a new or empty output folder")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes")
