@@ -6,7 +6,8 @@ Every file is linked to a patient before it is stored, in this order:
    ``modality``, ``body_part``, ``view_position``; ``patient`` is a FHIR reference such as
    ``Patient/123`` and ``file`` a path relative to the folder);
 2. for DICOM, its Series or SOP Instance UID found in an ImagingStudy of ``bronze.imagingstudy``;
-3. for DICOM, its Patient ID, when ``Patient/<PatientID>`` is a patient of the lake.
+3. for DICOM, its Patient ID, when ``Patient/<PatientID>`` is a patient the lake has ingested
+   (it has a key in the patient vault; the import makes no key).
 
 The link goes through the lake's pseudonymization, so only the patient key is kept. Files that
 link to no patient are counted and left out. DICOM files lose their identifying elements
@@ -88,12 +89,12 @@ class PatientLinks:
 
     def __init__(self, lake: Any) -> None:
         self._lake = lake
-        self._known: set[str] | None = None
         self._by_uid: dict[str, tuple[str, str]] | None = None
 
     def for_reference(self, reference: str) -> str | None:
-        key = self._lake.patients.key_for_source(reference)
-        return key if key and key in self._patients() else None
+        # create=False: only a patient the lake has ingested has a key; none is made here
+        key = self._lake.patients.key_for_source(reference, create=False)
+        return key.pseudonym if key is not None else None
 
     def for_uids(self, *uids: str) -> tuple[str, str] | None:
         index = self._uid_index()
@@ -101,11 +102,6 @@ class PatientLinks:
             if uid and uid in index:
                 return index[uid]
         return None
-
-    def _patients(self) -> set[str]:
-        if self._known is None:
-            self._known = set(_column(self._lake, "bronze.patient", "id"))
-        return self._known
 
     def _uid_index(self) -> dict[str, tuple[str, str]]:
         # series and instance UIDs of every ImagingStudy -> (patient key, study UID)
@@ -138,9 +134,9 @@ def _study_uid(lake: Any, patient_key: str, study: dict[str, Any]) -> str:
 
 
 def _read(lake: Any, identifier: str, columns: list[str]) -> dict[str, list[Any]]:
-    if not lake.catalog.table_exists(identifier):
+    if not lake.has_table(identifier):
         return {}
-    return lake.read_arrow(identifier, columns=columns).to_pydict()
+    return lake.read_arrow(identifier, columns=tuple(columns)).to_pydict()
 
 
 def _column(lake: Any, identifier: str, column: str) -> list[Any]:

@@ -50,14 +50,14 @@ class ScoreReport:
 
 def pending_images(lake: Any, *, model_id: str, weights_sha256: str) -> list[dict[str, Any]]:
     """Rows of ``ml.images`` with no findings yet from this model and these weights."""
-    if not lake.catalog.table_exists(tables.IMAGES_TABLE):
+    if not lake.has_table(tables.IMAGES_TABLE):
         return []
     images = lake.read_arrow(tables.IMAGES_TABLE).to_pylist()
     done: set[str] = set()
-    if lake.catalog.table_exists(tables.FINDINGS_TABLE):
+    if lake.has_table(tables.FINDINGS_TABLE):
         where = f"model_id == '{_quoted(model_id)}' and weights_sha256 == '{weights_sha256}'"
         done = set(lake.read_arrow(tables.FINDINGS_TABLE, where=where,
-                                   columns=["image_id"]).column("image_id").to_pylist())
+                                   columns=("image_id",)).column("image_id").to_pylist())
     return sorted((row for row in images if row["image_id"] not in done),
                   key=lambda row: row["image_id"])
 
@@ -73,8 +73,8 @@ def score_lake(
     report = ScoreReport(run_id=run_id or uuid.uuid4().hex, model_id=model.spec.model_id,
                          weights_sha256=model.weights_sha256)
     total = 0
-    if lake.catalog.table_exists(tables.IMAGES_TABLE):
-        total = len(lake.read_arrow(tables.IMAGES_TABLE, columns=["image_id"]))
+    if lake.has_table(tables.IMAGES_TABLE):
+        total = len(lake.read_arrow(tables.IMAGES_TABLE, columns=("image_id",)))
     pending = pending_images(lake, model_id=model.spec.model_id,
                              weights_sha256=model.weights_sha256)
     report.images = len(pending)
