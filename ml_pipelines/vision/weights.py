@@ -104,6 +104,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_weights(
+    spec: ModelSpec, *, cache_dir: str | os.PathLike[str] | None, pinned_sha256: str = ""
+) -> tuple[Path, str]:
+    """The weights file and its sha256; ``StageUnavailable`` when absent or not the pinned file."""
+    path = weights_path(spec, cache_dir=cache_dir)
+    sha256 = file_sha256(path)
+    pinned = pinned_sha256.strip().lower()
+    if pinned and pinned != sha256:
+        raise StageUnavailable(
+            f"weights file {spec.file_name} in {path.parent} has sha256 {sha256}, but "
+            f"vision.weights_sha256 pins {pinned}: put the pinned file there or change the pin"
+        )
+    return path, sha256
+
+
 def load_model(
     model_id: str,
     *,
@@ -113,15 +128,8 @@ def load_model(
 ) -> LoadedModel:
     """Load trained weights into TorchXRayVision's DenseNet; never downloads, never guesses."""
     spec = model_spec(model_id)
-    path = weights_path(spec, cache_dir=cache_dir)
-
-    sha256 = file_sha256(path)
+    path, sha256 = verify_weights(spec, cache_dir=cache_dir, pinned_sha256=pinned_sha256)
     pinned = pinned_sha256.strip().lower()
-    if pinned and pinned != sha256:
-        raise StageUnavailable(
-            f"weights file {spec.file_name} in {path.parent} has sha256 {sha256}, but "
-            f"vision.weights_sha256 pins {pinned}: put the pinned file there or change the pin"
-        )
 
     state = _state_dict(_read_checkpoint(path, sha256=sha256, pinned=pinned))
     network = xrv.models.DenseNet(num_classes=len(spec.labels))
@@ -130,7 +138,8 @@ def load_model(
     except RuntimeError as error:
         raise StageUnavailable(
             f"weights file {spec.file_name} in {path.parent} does not fit {model_id}'s "
-            f"DenseNet-121 ({str(error).splitlines()[0]}): put the release file for this model there"
+            f"DenseNet-121 ({str(error).splitlines()[0]}): put the release file of this model "
+            "there"
         ) from None
 
     # raw sigmoid probabilities; the operating-point thresholds are recorded beside them

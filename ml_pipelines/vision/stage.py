@@ -1,0 +1,40 @@
+"""The ``vision`` stage of ``carelake run``: score the lake's chest X-rays in a ZenML pipeline.
+
+The stage answers "not available" with the reason, and writes nothing, when the weights are
+absent (``weights not available: put <file> in <folder>``) or are not the pinned file. It never
+scores with an untrained network. With no images in the lake it is "skipped".
+"""
+
+from __future__ import annotations
+
+import logging
+
+from infra.stages import StageContext, StageResult
+from ml_pipelines.vision import lake_access, tables
+from ml_pipelines.vision.options import VisionOptions
+from ml_pipelines.vision.weights import model_spec, verify_weights
+from ml_pipelines.zenml_env import use_local_zenml
+
+logger = logging.getLogger(__name__)
+
+NO_IMAGES = "no images in the lake: import them with `carelake images import FOLDER`"
+
+
+def run(context: StageContext) -> StageResult:
+    options = VisionOptions.from_settings(context.settings)
+    lake = context.lake
+
+    # before anything else: without the right weights there is nothing honest to produce
+    verify_weights(model_spec(options.model), cache_dir=options.cache_dir,
+                   pinned_sha256=options.weights_sha256)
+    if not lake.has_table(tables.IMAGES_TABLE):
+        return StageResult(status="skipped", reason=NO_IMAGES)
+
+    use_local_zenml(lake.data_dir)
+    from ml_pipelines.pipelines.vision import run_vision_pipeline
+
+    summary = run_vision_pipeline(lake_access.register(lake), options.as_json())
+    details = {key: summary[key] for key in ("images", "scored", "skipped", "already_scored",
+                                              "findings", "model_id", "weights_sha256",
+                                              "run_id")}
+    return StageResult(status="ok", details=details)
