@@ -126,6 +126,8 @@ def _score_chunk(
 
 
 def _prepare_stored(lake: Any, image: dict[str, Any], *, resolution: int) -> Prepared | Skipped:
+    if image.get("missing_reason"):
+        return Skipped(reason=str(image["missing_reason"]))
     path = image.get("storage_path")
     if not path or not lake.fs.exists(path):
         return Skipped(reason="image bytes are not in the lake: import the file again")

@@ -2,7 +2,9 @@
 
 The stage answers "not available" with the reason, and writes nothing, when the weights are
 absent (``weights not available: put <file> in <folder>``) or are not the pinned file. It never
-scores with an untrained network. With no images in the lake it is "skipped".
+scores with an untrained network. With no imported images and no bronze table that can hold an
+image attachment it is "skipped". Otherwise the pipeline lists new image attachments of the bronze
+layer, then scores every image not yet scored by these weights.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 
 from infra.stages import StageContext, StageResult
 from ml_pipelines.vision import lake_access, tables
+from ml_pipelines.vision.attachments import bronze_tables
 from ml_pipelines.vision.options import VisionOptions
 from ml_pipelines.vision.weights import model_spec, verify_weights
 from ml_pipelines.zenml_env import use_local_zenml
@@ -27,7 +30,7 @@ def run(context: StageContext) -> StageResult:
     # before anything else: without the right weights there is nothing honest to produce
     verify_weights(model_spec(options.model), cache_dir=options.cache_dir,
                    pinned_sha256=options.weights_sha256)
-    if not lake.has_table(tables.IMAGES_TABLE):
+    if not lake.has_table(tables.IMAGES_TABLE) and not bronze_tables(lake):
         return StageResult(status="skipped", reason=NO_IMAGES)
 
     use_local_zenml(lake.data_dir)
@@ -37,4 +40,5 @@ def run(context: StageContext) -> StageResult:
     details = {key: summary[key] for key in ("images", "scored", "skipped", "already_scored",
                                               "findings", "model_id", "weights_sha256",
                                               "run_id")}
+    details["attachments_listed"] = summary["attachments"]["imported"]
     return StageResult(status="ok", details=details)

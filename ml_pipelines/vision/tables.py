@@ -1,7 +1,8 @@
 """The two Iceberg tables of the imaging stage and how their rows are made.
 
-``ml.images`` has one row per image stored in the lake (its bytes are ciphertext under
-``ml/images/<sha256>.<ext>``). ``ml.imaging_findings`` has, per run and image, one row per
+``ml.images`` has one row per image of a patient: its bytes are ciphertext under
+``ml/images/<sha256>.<ext>``, or, for an image known only by a url, ``missing_reason`` says why
+there are none. ``ml.imaging_findings`` has, per run and image, one row per
 pathology the model scores, or a single row with ``status = 'skipped'`` and the reason when the
 image was not scored.
 """
@@ -37,6 +38,7 @@ IMAGES_SCHEMA = pa.schema([
     pa.field("content_type", pa.string()),
     pa.field("storage_path", pa.string()),
     pa.field("source", pa.string()),
+    pa.field("missing_reason", pa.string()),
     pa.field("import_id", pa.string()),
     pa.field("imported_at", _TIME),
 ])
