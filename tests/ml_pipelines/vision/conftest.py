@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 def xray_images() -> Path:
     folder = (REPO_ROOT / ".." / "shared" / "data" / "torchxrayvision-test-images").resolve()
     if not folder.is_dir():
-        pytest.fail(f"the shared test data is missing: expected {folder} (see shared/data/INDEX.md)")
+        pytest.fail(f"shared test data missing: expected {folder} (see shared/data/INDEX.md)")
     return folder
 
 

@@ -198,8 +198,8 @@ def test_mart_keeps_a_reason_for_every_image_without_a_result(lake, patients, xr
     (late / "lateral.dcm").write_bytes(synthetic_dicom(
         np.zeros((16, 16), dtype=np.uint8), modality="DX", view="LL"))
     (late / "never.dcm").write_bytes(synthetic_dicom(np.ones((16, 16), dtype=np.uint8)))
-    import_folder(lake, late, manifest=_manifest(
-        tmp_path / "late.csv", [("lateral.dcm", SIIM_PATIENT, ""), ("never.dcm", SIIM_PATIENT, "")]))
+    both = [("lateral.dcm", SIIM_PATIENT, ""), ("never.dcm", SIIM_PATIENT, "")]
+    import_folder(lake, late, manifest=_manifest(tmp_path / "late.csv", both))
     score_lake(lake, load_model(MODEL_ID, cache_dir=weights_dir), batch_size=8)
     import_folder(lake, late, manifest=_manifest(
         tmp_path / "later.csv", [("never.dcm", "Patient/raster-1", "")]))

@@ -1,4 +1,4 @@
-"""Weights: found offline under the release file's name, hashed, pinned, loaded without pickled code.
+"""Weights: found offline under the release file's name, hashed, pinned, loaded without code.
 
 The files here hold TorchXRayVision's DenseNet-121 with random values (see vision_helpers): they
 test loading and provenance only.
