@@ -9,31 +9,37 @@ The sha256 of the file loaded is the provenance every finding carries; when the 
 (``vision.weights_sha256``) a different file is refused.
 
 Loading does not run code from the file. A plain state dict loads with ``torch.load(...,
-weights_only=True)``. TorchXRayVision's release files are whole pickled modules; those load the same
-way once every class they name is a ``torch.nn`` or ``torchxrayvision`` module class. A file that
-names anything else is only unpickled in full when its sha256 matches the pinned one.
+weights_only=True)``. TorchXRayVision's release files are whole pickled modules, some in PyTorch's
+pre-1.6 format; they load once every global they name is a ``torch.nn`` or TorchXRayVision module
+class or one of the tensor-rebuilding functions ``weights_only`` allows (``weights_only`` for the
+zip format, a restricted unpickler for the old one). A file that names anything else is only
+unpickled in full when its sha256 matches the pinned one.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
+import functools
 import hashlib
-import importlib
 import logging
 import math
 import os
+import pickle
+import re
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchxrayvision as xrv
-from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
+from torch.serialization import safe_globals
 
 from infra.errors import ConfigError, StageUnavailable
 
 logger = logging.getLogger(__name__)
 
-_ALLOWED_PREFIXES = ("torch.nn.modules.", "torchxrayvision.")
 _CHUNK = 1 << 20
 
 
@@ -154,37 +160,66 @@ def load_model(
 
 
 def _read_checkpoint(path: Path, *, sha256: str, pinned: str) -> object:
-    names = get_unsafe_globals_in_checkpoint(str(path))
-    allowed, foreign = _split_globals(names)
-    if not foreign:
-        with safe_globals(allowed):
+    try:
+        with safe_globals(_module_classes()):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    try:
+        # PyTorch's pre-1.6 format, which weights_only cannot read: the same allow-list, enforced
+        # by an unpickler that refuses every other global
+        return torch.load(path, map_location="cpu", weights_only=False,
+                          pickle_module=_RESTRICTED_PICKLE)
+    except pickle.UnpicklingError as error:
+        blocked = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(error)))) or ["unknown content"]
     if pinned and pinned == sha256:
         # the operator vouched for exactly this file by pinning its hash
         return torch.load(path, map_location="cpu", weights_only=False)
     raise StageUnavailable(
         f"weights file {path.name} in {path.parent} names classes outside torch.nn and "
-        f"TorchXRayVision ({', '.join(sorted(foreign))}); loading it would run its code: if you "
-        f"trust it, set vision.weights_sha256 = \"{sha256}\""
+        f"TorchXRayVision ({', '.join(blocked)}); loading it would run its code: if you trust "
+        f"it, set vision.weights_sha256 = \"{sha256}\""
     )
 
 
-def _split_globals(names: list[str]) -> tuple[list[type], list[str]]:
-    allowed: list[type] = []
-    foreign: list[str] = []
-    for name in names:
-        module_name, _, attribute = name.rpartition(".")
-        found = None
-        if name.startswith(_ALLOWED_PREFIXES):
-            try:
-                found = getattr(importlib.import_module(module_name), attribute, None)
-            except ImportError:
-                found = None
-        if isinstance(found, type) and issubclass(found, torch.nn.Module):
-            allowed.append(found)
-        else:
-            foreign.append(name)
-    return allowed, foreign
+def _module_classes() -> list[type]:
+    # the module classes a pickled TorchXRayVision model is made of, and nothing else
+    namespaces = (vars(torch.nn), vars(xrv.models))
+    return [value for namespace in namespaces for value in namespace.values()
+            if isinstance(value, type) and issubclass(value, torch.nn.Module)]
+
+
+@functools.cache
+def _allowed_globals() -> frozenset[str]:
+    from torch import _weights_only_unpickler
+
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in _module_classes()}
+    return frozenset(names | set(_weights_only_unpickler._get_allowed_globals()))
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        # protocol 2 streams name Python 2 modules (__builtin__.set); judge the Python 3 name
+        python3 = _compat_pickle.NAME_MAPPING.get((module, name))
+        target = ".".join(python3) if python3 else (
+            f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}")
+        if target not in _allowed_globals() and target not in _BUILTINS:
+            raise pickle.UnpicklingError(f"GLOBAL {target} is not on the allow-list")
+        return super().find_class(module, name)
+
+
+def _restricted_load(file: Any, **options: Any) -> Any:
+    return _RestrictedUnpickler(file, **options).load()
+
+
+_BUILTINS = frozenset({"builtins.set", "builtins.frozenset", "builtins.dict", "builtins.list",
+                       "builtins.tuple", "builtins.int", "builtins.float", "builtins.bool",
+                       "builtins.str", "builtins.bytes"})
+
+_RESTRICTED_PICKLE = types.ModuleType("carelake_restricted_pickle")
+_RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
+_RESTRICTED_PICKLE.load = _restricted_load  # type: ignore[attr-defined]
+_RESTRICTED_PICKLE.__version__ = pickle.format_version  # type: ignore[attr-defined]
 
 
 def _state_dict(checkpoint: object) -> Mapping[str, torch.Tensor]:

@@ -88,6 +88,18 @@ def test_release_format_whole_module_loads_without_running_pickled_code(tmp_path
                        random_network(seed=3).classifier.weight)
 
 
+def test_legacy_pre_1_6_format_loads_too(tmp_path):
+    # TorchXRayVision's release files predate PyTorch's zip format
+    torch.save(random_network(seed=4), tmp_path / WEIGHTS_FILE,
+               _use_new_zipfile_serialization=False)
+
+    model = load_model(MODEL_ID, cache_dir=tmp_path)
+
+    assert (tmp_path / WEIGHTS_FILE).read_bytes()[:2] != b"PK"
+    assert torch.equal(model.network.classifier.weight,
+                       random_network(seed=4).classifier.weight)
+
+
 def test_pinned_hash_is_checked(weights_dir):
     actual = _sha256(weights_dir / WEIGHTS_FILE)
     wrong = "0" * 64
