@@ -169,7 +169,14 @@ def import_folder(
             report.not_images += 1
             continue
 
-        row = _describe(data, kind=kind, entry=entries.get(relative))
+        try:
+            row = _describe(data, kind=kind, entry=entries.get(relative))
+            stored = strip_identifiers(data) if kind == "dicom" else data
+        except Exception as error:  # one damaged file is counted, not a failed import
+            report.not_images += 1
+            logger.info("image file %d of %d could not be read (%s); not imported",
+                        position, len(files), type(error).__name__)
+            continue
         how = _link(row, links=links, entry=entries.get(relative))
         if how is None:
             report.unlinked += 1
@@ -178,7 +185,6 @@ def import_folder(
             continue
         report.linked_by[how] = report.linked_by.get(how, 0) + 1
 
-        stored = strip_identifiers(data) if kind == "dicom" else data
         row["sha256"] = hashlib.sha256(stored).hexdigest()
         row["image_id"] = tables.image_id(patient_key=row["patient_key"], sha256=row["sha256"])
         if row["image_id"] in present:

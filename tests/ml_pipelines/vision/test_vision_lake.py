@@ -116,11 +116,13 @@ def test_files_without_a_patient_are_not_imported(lake, xray_images, tmp_path):
     folder.mkdir()
     shutil.copy(xray_images / "00000001_000.png", folder / "a.png")
     shutil.copy(xray_images / TWIN_M2, folder / "b.dcm")
-    manifest = _manifest(tmp_path / "manifest.csv", [("a.png", "Patient/never-ingested", "")])
+    (folder / "c.dcm").write_bytes((xray_images / TWIN_M2).read_bytes()[:200])
+    manifest = _manifest(tmp_path / "manifest.csv", [("a.png", "Patient/never-ingested", ""),
+                                                     ("c.dcm", SIIM_PATIENT, "")])
 
     report = import_folder(lake, folder, manifest=manifest)
 
-    assert (report.files, report.imported, report.unlinked) == (2, 0, 2)
+    assert (report.files, report.imported, report.unlinked, report.not_images) == (3, 0, 2, 1)
     assert not lake.has_table(tables.IMAGES_TABLE)
     assert not lake.fs.exists("ml/images")
 
