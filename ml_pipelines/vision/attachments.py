@@ -112,7 +112,8 @@ def _row(lake: Any, record: dict[str, Any], resource: dict[str, Any],
         "study_instance_uid": None, "series_instance_uid": None, "sop_instance_uid": None,
         "modality": _code(resource.get("modality")) or None,
         "body_part": None,
-        "view_position": _code(resource.get("view")) or None,
+        # Media.view is coded in SNOMED CT, not as DICOM View Position: left unset
+        "view_position": None,
         "content_type": tables.CONTENT_TYPES[kind],
         "source": source,
         "missing_reason": None,
@@ -139,7 +140,7 @@ def _row(lake: Any, record: dict[str, Any], resource: dict[str, Any],
                    sop_instance_uid=header.sop_instance_uid or None,
                    modality=header.modality or row["modality"],
                    body_part=header.body_part or None,
-                   view_position=header.view_position or row["view_position"])
+                   view_position=header.view_position or None)
         raw = strip_identifiers(raw)
     sha256 = hashlib.sha256(raw).hexdigest()
     path = tables.storage_path(sha256=sha256, content_type=row["content_type"])

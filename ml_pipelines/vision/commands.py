@@ -40,7 +40,8 @@ def _lake(args: argparse.Namespace) -> Any:
     from infra.lake import Lake
     from infra.settings import load_settings
 
-    return Lake.open(load_settings(data_dir=getattr(args, "data_dir", None)))
+    return Lake.open(load_settings(data_dir=getattr(args, "data_dir", None)),
+                     role=getattr(args, "role", None) or "loader")
 
 
 def import_images(args: argparse.Namespace) -> int:

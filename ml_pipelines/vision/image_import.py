@@ -5,7 +5,8 @@ Every file is linked to a patient before it is stored, in this order:
 1. a manifest row (CSV with columns ``file,patient`` and optionally ``study_instance_uid``,
    ``modality``, ``body_part``, ``view_position``; ``patient`` is a FHIR reference such as
    ``Patient/123`` and ``file`` a path relative to the folder);
-2. for DICOM, its Series or SOP Instance UID found in an ImagingStudy of ``bronze.imagingstudy``;
+2. for DICOM, its Series or SOP Instance UID found in an ImagingStudy of ``bronze.imagingstudy``,
+   which also gives the study UID, and the modality and body site where the header has none;
 3. for DICOM, its Patient ID, when ``Patient/<PatientID>`` is a patient the lake has ingested
    (it has a key in the patient vault; the import makes no key).
 
@@ -84,43 +85,60 @@ def read_manifest(path: Path) -> dict[str, dict[str, str]]:
     return rows
 
 
+@dataclass(frozen=True)
+class StudyLink:
+    """What an ImagingStudy says about one of its series or instances."""
+
+    patient_key: str
+    study_instance_uid: str
+    modality: str
+    body_part: str
+
+
 class PatientLinks:
     """Finds the patient key (and study) of an image from the lake's own records."""
 
     def __init__(self, lake: Any) -> None:
         self._lake = lake
-        self._by_uid: dict[str, tuple[str, str]] | None = None
+        self._by_uid: dict[str, StudyLink] | None = None
 
     def for_reference(self, reference: str) -> str | None:
         # create=False: only a patient the lake has ingested has a key; none is made here
         key = self._lake.patients.key_for_source(reference, create=False)
         return key.pseudonym if key is not None else None
 
-    def for_uids(self, *uids: str) -> tuple[str, str] | None:
+    def for_uids(self, *uids: str) -> StudyLink | None:
         index = self._uid_index()
         for uid in uids:
             if uid and uid in index:
                 return index[uid]
         return None
 
-    def _uid_index(self) -> dict[str, tuple[str, str]]:
-        # series and instance UIDs of every ImagingStudy -> (patient key, study UID)
+    def _uid_index(self) -> dict[str, StudyLink]:
+        # series and instance UIDs of every ImagingStudy -> what that study says about them
         if self._by_uid is None:
             self._by_uid = {}
-            table = _read(self._lake, "bronze.imagingstudy", ["patient_key", "resource"])
+            namespace = self._lake.settings.get("lake.bronze_namespace") or "bronze"
+            table = _read(self._lake, f"{namespace}.imagingstudy", ["patient_key", "resource"])
             for patient_key, text in zip(table.get("patient_key", []), table.get("resource", []),
                                          strict=True):
-                if not patient_key or not text:
-                    continue
-                study = json.loads(text)
-                study_uid = _study_uid(self._lake, patient_key, study)
-                for series in study.get("series") or []:
-                    self._by_uid.setdefault(series.get("uid") or "", (patient_key, study_uid))
-                    for instance in series.get("instance") or []:
-                        self._by_uid.setdefault(instance.get("uid") or "",
-                                                (patient_key, study_uid))
-            self._by_uid.pop("", None)
+                if patient_key and text:
+                    self._index_study(patient_key, json.loads(text))
         return self._by_uid
+
+    def _index_study(self, patient_key: str, study: dict[str, Any]) -> None:
+        assert self._by_uid is not None
+        study_uid = _study_uid(self._lake, patient_key, study)
+        for series in study.get("series") or []:
+            link = StudyLink(
+                patient_key=patient_key, study_instance_uid=study_uid,
+                modality=str((series.get("modality") or {}).get("code") or "").upper(),
+                body_part=str((series.get("bodySite") or {}).get("display") or "").upper(),
+            )
+            uids = [series.get("uid")] + [item.get("uid") for item in series.get("instance") or []]
+            for uid in uids:
+                if uid:
+                    self._by_uid.setdefault(uid, link)
 
 
 def _study_uid(lake: Any, patient_key: str, study: dict[str, Any]) -> str:
@@ -246,8 +264,11 @@ def _link(row: dict[str, Any], *, links: PatientLinks, entry: dict[str, str] | N
             return "manifest"
     found = links.for_uids(row.get("sop_instance_uid") or "", row.get("series_instance_uid") or "")
     if found:
-        row["patient_key"] = found[0]
-        row["study_instance_uid"] = row.get("study_instance_uid") or found[1] or None
+        row["patient_key"] = found.patient_key
+        study = row.get("study_instance_uid") or found.study_instance_uid
+        row["study_instance_uid"] = study or None
+        row["modality"] = row.get("modality") or found.modality or None
+        row["body_part"] = row.get("body_part") or found.body_part or None
         return "imaging_study"
     if patient_id:
         key = links.for_reference(f"Patient/{patient_id}")

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 #: modalities that are projection radiographs: computed and digital radiography
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX"})
 #: Body Part Examined values that mean the chest
-CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "PORTABLE CHEST", "CHEST_LAT"})
+CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "PORTABLE CHEST", "CHEST_LAT",
+                              "THORACIC STRUCTURE", "ENTIRE THORAX"})
 #: View Position values of a lateral view; the models are trained on frontal (PA and AP) views
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"})
 
@@ -79,16 +80,17 @@ def prepare(
 ) -> Prepared | Skipped:
     """Read an image file's bytes and return the model input, or the reason it is not scored.
 
-    ``modality``, ``body_part`` and ``view_position`` describe a PNG or JPEG (from an import
-    manifest or a FHIR resource); a DICOM file's own header is used for it instead.
+    ``modality``, ``body_part`` and ``view_position`` describe the image where the file does not:
+    a PNG or JPEG always, a DICOM file only where its header leaves them empty (an ImagingStudy
+    may say what the header does not).
     """
     kind = image_format(data)
     if kind == "dicom":
         dataset = pydicom.dcmread(io.BytesIO(data))
         skip = _check_series(
-            modality=str(dataset.get("Modality", "") or ""),
-            body_part=str(dataset.get("BodyPartExamined", "") or ""),
-            view_position=str(dataset.get("ViewPosition", "") or ""),
+            modality=str(dataset.get("Modality", "") or "") or modality or "",
+            body_part=str(dataset.get("BodyPartExamined", "") or "") or body_part or "",
+            view_position=str(dataset.get("ViewPosition", "") or "") or view_position or "",
         )
         if skip is not None:
             return skip

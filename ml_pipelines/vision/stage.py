@@ -10,6 +10,8 @@ layer, then scores every image not yet scored by these weights.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from infra.stages import StageContext, StageResult
 from ml_pipelines.vision import lake_access, tables
@@ -20,7 +22,17 @@ from ml_pipelines.zenml_env import use_local_zenml
 
 logger = logging.getLogger(__name__)
 
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 NO_IMAGES = "no images in the lake: import them with `carelake images import FOLDER`"
+
+
+def _zenml_source_root() -> None:
+    # ZenML resolves steps from a source root, by default the folder of the main script, which
+    # is wrong for the console script and absent for ``python -c``: use carelake's own root
+    os.environ.setdefault("ZENML_CUSTOM_SOURCE_ROOT", str(SOURCE_ROOT))
+    from zenml.utils import source_utils
+
+    source_utils.set_custom_source_root(os.environ["ZENML_CUSTOM_SOURCE_ROOT"])
 
 
 def run(context: StageContext) -> StageResult:
@@ -34,6 +46,7 @@ def run(context: StageContext) -> StageResult:
         return StageResult(status="skipped", reason=NO_IMAGES)
 
     use_local_zenml(lake.data_dir)
+    _zenml_source_root()
     from ml_pipelines.pipelines.vision import run_vision_pipeline
 
     summary = run_vision_pipeline(lake_access.register(lake), options.as_json())

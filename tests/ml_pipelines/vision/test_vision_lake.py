@@ -6,6 +6,7 @@ tests check shapes, counts and provenance, never what a finding says.
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -23,10 +24,12 @@ import pydicom
 import pytest
 from vision_helpers import MODEL_ID, REPO_ROOT, TWIN_M1, TWIN_M2, WEIGHTS_FILE, synthetic_dicom
 
+from dlt_pipelines.fhir.pipeline import ingest
 from infra.lake import Lake
 from infra.settings import load_settings
 from infra.stages import StageContext, run_stage
 from ml_pipelines.vision import tables
+from ml_pipelines.vision.attachments import URL_ONLY, import_from_lake
 from ml_pipelines.vision.erase import erase_patient
 from ml_pipelines.vision.image_import import import_folder
 from ml_pipelines.vision.scoring import score_lake
@@ -39,6 +42,7 @@ RASTER_FILES = [
 ]
 # the anonymised Patient ID in the header of both public SIIM DICOM files
 SIIM_PATIENT = "Patient/16d7f894-55d7-4d95-8957-d18987f0e981"
+DICOM_CODES = "http://dicom.nema.org/resources/ontology/DCM"
 MART_SQL = REPO_ROOT / "dbt_project" / "models" / "marts" / "imaging" / "imaging_findings.sql"
 
 
@@ -48,18 +52,57 @@ def _settings(tmp_path: Path, **vision: str):
     return load_settings(data_dir=tmp_path / "data", environ=environ)
 
 
+def _synthetic_bundle(xray_images: Path) -> dict:
+    """Two synthetic patients, a Media with an inline PNG, one by url only, and a PDF report."""
+    png = base64.b64encode((xray_images / "00000001_000.png").read_bytes()).decode()
+    raster = {"reference": "Patient/raster-1"}
+    resources = [
+        {"resourceType": "Patient", "id": "raster-1", "gender": "female"},
+        {"resourceType": "Patient", "id": SIIM_PATIENT.split("/")[1], "gender": "male"},
+        {"resourceType": "Media", "id": "xr-inline", "status": "completed", "subject": raster,
+         "modality": {"coding": [{"system": DICOM_CODES, "code": "DX"}]},
+         "content": {"contentType": "image/png", "data": png}},
+        {"resourceType": "Media", "id": "xr-by-url", "status": "completed", "subject": raster,
+         "content": {"contentType": "image/jpeg", "url": "Binary/xr-by-url"}},
+        {"resourceType": "DiagnosticReport", "id": "report-pdf", "status": "final",
+         "code": {"text": "report"}, "subject": raster,
+         "presentedForm": [{"contentType": "application/pdf", "data": "JVBERi0xLjQK"}]},
+    ]
+    return {"resourceType": "Bundle", "type": "collection",
+            "entry": [{"fullUrl": f"{item['resourceType']}/{item['id']}", "resource": item}
+                      for item in resources]}
+
+
+def _imaging_study_bundle() -> Path:
+    # the smallest of the public Synthea bundles that holds an ImagingStudy
+    folder = REPO_ROOT / ".." / "shared" / "data" / "synthea-r4-bundles-smart" / "bundles"
+    with_study = [path for path in folder.glob("*.json") if '"ImagingStudy"' in path.read_text()]
+    return min(with_study, key=lambda path: (path.stat().st_size, path.name))
+
+
+@pytest.fixture(scope="session")
+def template_lake(tmp_path_factory, xray_images) -> Path:
+    """A lake holding the ingested bundles; each test works on its own copy."""
+    root = tmp_path_factory.mktemp("vision-template")
+    bundle = root / "synthetic.json"
+    bundle.write_text(json.dumps(_synthetic_bundle(xray_images)))
+    ingest(Lake.open(_settings(root)), [_imaging_study_bundle(), bundle], workers=1)
+    return root
+
+
 @pytest.fixture
-def lake(tmp_path):
+def lake(tmp_path, template_lake):
+    for folder in ("data", "keys"):
+        shutil.copytree(template_lake / folder, tmp_path / folder)
     return Lake.open(_settings(tmp_path))
 
 
 @pytest.fixture
 def patients(lake):
-    # what ingest does when it meets a Patient: the vault makes the patient's key
-    return {
-        "raster": lake.patients.key_for_source("Patient/raster-1").pseudonym,
-        "siim": lake.patients.key_for_source(SIIM_PATIENT).pseudonym,
-    }
+    def key(reference: str) -> str:
+        return lake.patients.key_for_source(reference, create=False).pseudonym
+
+    return {"raster": key("Patient/raster-1"), "siim": key(SIIM_PATIENT)}
 
 
 def _manifest(path: Path, rows: list[tuple[str, str, str]]) -> Path:
@@ -115,7 +158,7 @@ def test_files_without_a_patient_are_not_imported(lake, xray_images, tmp_path):
     folder = tmp_path / "unlinked"
     folder.mkdir()
     shutil.copy(xray_images / "00000001_000.png", folder / "a.png")
-    shutil.copy(xray_images / TWIN_M2, folder / "b.dcm")
+    (folder / "b.dcm").write_bytes(synthetic_dicom(np.zeros((8, 8), dtype=np.uint8)))
     (folder / "c.dcm").write_bytes((xray_images / TWIN_M2).read_bytes()[:200])
     manifest = _manifest(tmp_path / "manifest.csv", [("a.png", "Patient/never-ingested", ""),
                                                      ("c.dcm", SIIM_PATIENT, "")])
@@ -125,6 +168,52 @@ def test_files_without_a_patient_are_not_imported(lake, xray_images, tmp_path):
     assert (report.files, report.imported, report.unlinked, report.not_images) == (3, 0, 2, 1)
     assert not lake.has_table(tables.IMAGES_TABLE)
     assert not lake.fs.exists("ml/images")
+
+
+def test_dicom_links_through_an_ingested_imaging_study(lake, tmp_path, weights_dir):
+    synthea = json.loads(_imaging_study_bundle().read_text())
+    patient_id = next(entry["resource"]["id"] for entry in synthea["entry"]
+                      if entry["resource"]["resourceType"] == "Patient")
+    folder = tmp_path / "study"
+    folder.mkdir()
+    # a synthetic image with the series UID of the public bundle's ImagingStudy, and neither a
+    # study UID nor a body part of its own: the study supplies both
+    (folder / "x.dcm").write_bytes(synthetic_dicom(
+        np.full((16, 16), 7, dtype=np.uint8), body_part="", StudyInstanceUID="",
+        SeriesInstanceUID="1.2.840.99999999.1.54829113.1559319187266"))
+
+    report = import_folder(lake, folder)
+    row = lake.read_arrow(tables.IMAGES_TABLE).to_pylist()[0]
+    scored = score_lake(lake, load_model(MODEL_ID, cache_dir=weights_dir))
+
+    assert report.linked_by == {"imaging_study": 1}
+    assert row["patient_key"] == lake.patients.key_for_source(
+        f"Patient/{patient_id}", create=False).pseudonym
+    assert row["study_instance_uid"] == "1.2.840.99999999.78237238.1559319187266"
+    assert (row["modality"], row["body_part"]) == ("DX", "WRIST")
+    assert scored.skip_reasons == {"body part WRIST is not the chest": 1}
+
+
+def test_fhir_attachments_are_listed_and_scored(lake, patients, xray_images, weights_dir):
+    report = import_from_lake(lake)
+    rows = sorted(lake.read_arrow(tables.IMAGES_TABLE).to_pylist(), key=lambda row: row["source"])
+    again = import_from_lake(lake)
+    scored = score_lake(lake, load_model(MODEL_ID, cache_dir=weights_dir))
+
+    assert (report.files, report.imported, report.not_images) == (2, 2, 0)
+    assert report.linked_by == {"media": 2}
+    assert [row["source"] for row in rows] == ["fhir:Media/xr-by-url#0", "fhir:Media/xr-inline#0"]
+    by_url, inline = rows
+    assert (by_url["storage_path"], by_url["sha256"], by_url["missing_reason"]) == (
+        None, None, URL_ONLY)
+    original = (xray_images / "00000001_000.png").read_bytes()
+    assert lake.fs.open(inline["storage_path"], "rb").read() == original
+    assert inline["sha256"] == hashlib.sha256(original).hexdigest()
+    assert (inline["modality"], inline["content_type"]) == ("DX", "image/png")
+    assert {row["patient_key"] for row in rows} == {patients["raster"]}
+    assert (again.imported, again.already_present) == (0, 2)
+    assert (scored.scored, scored.skipped, scored.findings) == (1, 1, 19)
+    assert scored.skip_reasons == {URL_ONLY: 1}
 
 
 def test_scoring_writes_findings_with_provenance(lake, patients, xray_images, tmp_path,
@@ -231,6 +320,7 @@ def refuse(*args, **kwargs):
     raise OSError("network blocked by the test")
 socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
+from dlt_pipelines.fhir.pipeline import ingest
 from infra.lake import Lake
 from infra.settings import load_settings
 from infra.stages import StageContext, run_stage
@@ -273,6 +363,8 @@ def test_stage_without_weights_is_not_available_and_writes_nothing(lake, patient
 
 def test_stage_scores_through_the_zenml_pipeline(lake, patients, xray_images, tmp_path,
                                                  weights_dir):
+    # the inline PNG of the Media is the very file the manifest gives the same patient: it is
+    # listed once; the Media known by url only is listed and skipped with its reason
     _import_real_images(lake, xray_images, tmp_path)
 
     record = _run_stage_in_a_fresh_process(tmp_path, weights_dir)
@@ -281,8 +373,8 @@ def test_stage_scores_through_the_zenml_pipeline(lake, patients, xray_images, tm
     assert record["status"] == "ok"
     assert {key: record[key] for key in ("images", "scored", "skipped", "findings",
                                          "model_id", "weights_sha256", "attachments_listed")} == {
-        "images": 9, "scored": 9, "skipped": 0, "findings": 9 * 18, "model_id": MODEL_ID,
-        "weights_sha256": expected_sha, "attachments_listed": 0}
+        "images": 10, "scored": 9, "skipped": 1, "findings": 9 * 18 + 1, "model_id": MODEL_ID,
+        "weights_sha256": expected_sha, "attachments_listed": 1}
     findings = Lake.open(_settings(tmp_path)).read_arrow(tables.FINDINGS_TABLE)
-    assert findings.num_rows == 9 * 18
+    assert findings.num_rows == 9 * 18 + 1
     assert set(findings.column("run_id").to_pylist()) == {record["run_id"]}
