@@ -192,13 +192,13 @@ def import_folder(
             stored = strip_identifiers(data) if kind == "dicom" else data
         except Exception as error:  # one damaged file is counted, not a failed import
             report.not_images += 1
-            logger.info("image file %d of %d could not be read (%s); not imported",
+            logger.debug("image file %d of %d could not be read (%s); not imported",
                         position, len(files), type(error).__name__)
             continue
         how = _link(row, links=links, entry=entries.get(relative))
         if how is None:
             report.unlinked += 1
-            logger.info("image file %d of %d links to no patient; not imported",
+            logger.debug("image file %d of %d links to no patient; not imported",
                         position, len(files))
             continue
         report.linked_by[how] = report.linked_by.get(how, 0) + 1
