@@ -173,7 +173,8 @@ def _collect(transformer: Transformer, entries: Iterable[Entry], lake, source: s
         else:
             quarantine.append({
                 "quarantine_id": uuid.uuid4().hex, "source": source, "locator": entry.locator,
-                "resource_type": outcome.resource_type, "reason": outcome.reason,
+                "resource_type": outcome.resource_type, "patient_key": outcome.patient_key,
+                "reason": outcome.reason,
                 "record": _seal_record(quarantine_key, outcome.raw), "load_id": load_id,
                 "quarantined_at": loaded_at, "replayed_load_id": None,
             })

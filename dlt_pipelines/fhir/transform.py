@@ -35,8 +35,8 @@ _INSTANT = re.compile(
     r"([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))$"
 )
 # Elements of type date (only a date), instant (always a zone), or dateTime (the rest below).
-DATE_ELEMENTS = frozenset({"birthDate", "expirationDate", "valueDate", "lockedDate",
-                           "dateOfBirth"})
+DATE_ELEMENTS = frozenset({"birthDate", "valueDate", "lockedDate", "Immunization.expirationDate",
+                           "Medication.batch.expirationDate"})
 INSTANT_ELEMENTS = frozenset({"lastUpdated", "issued", "valueInstant", "instant"})
 DATE_TIME_ELEMENTS = frozenset({"date", "start", "end", "recorded", "authoredOn", "created",
                                 "occurrenceDateTime", "effectiveDateTime", "onsetDateTime",
@@ -58,6 +58,7 @@ class Outcome:
     row: dict[str, Any] | None = None
     reason: str | None = None
     raw: bytes | None = None
+    patient_key: str | None = None
 
 
 def _element_check(key: str, value: str, path: str) -> None:
@@ -65,7 +66,7 @@ def _element_check(key: str, value: str, path: str) -> None:
         if not _INSTANT.match(value):
             raise Rejected(f"{path}.{key} is not a valid FHIR instant (a full date and time "
                            "with a zone, for example 2024-05-01T10:00:00Z)")
-    elif key in DATE_ELEMENTS:
+    elif key in DATE_ELEMENTS or f"{path}.{key}" in DATE_ELEMENTS:
         if not _DATE.match(value):
             raise Rejected(f"{path}.{key} is not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)")
     else:  # dateTime, and the other *Date elements, which are dateTime in R4 (recordedDate)
@@ -171,12 +172,30 @@ class Transformer:
             return self._delete(entry)
         if entry.resource is None:
             return Outcome("recorded", reason="entry without a resource")
+        if method in {"PUT", "POST"} and "?" in (entry.request_url or "") and \
+                not entry.resource.get("id") and _id_from(entry) is None:
+            return Outcome("recorded", reason=f"conditional {method} without an id (recorded, "
+                                              "not applied: it needs the server's search)")
         original = ENCODER.encode(entry.resource)
         try:
             return self._upsert(entry, original)
         except Rejected as reason:
             return Outcome("quarantine", resource_type=_type_of(entry.resource), reason=str(reason),
-                           raw=original)
+                           raw=original, patient_key=self._owner(entry))
+
+    def _owner(self, entry: Entry) -> str | None:
+        """The patient a rejected resource is about, when that can still be told (for erasure)."""
+        resource = entry.resource or {}
+        if resource.get("resourceType") == "Patient" and not isinstance(resource.get("id"), str):
+            return None
+        try:
+            reference = subject_reference(resource)
+        except (KeyError, TypeError):
+            return None
+        if reference is None:
+            return None
+        found = self._patient_sealer(Normalizer(entry.urn_map).reference(reference))
+        return found[0] if found else None
 
     def _delete(self, entry: Entry) -> Outcome:
         url = (entry.request_url or "").split("/_history/", 1)[0]
@@ -191,8 +210,13 @@ class Transformer:
             if key is None:
                 return Outcome("recorded", reason="DELETE of a patient never loaded")
             rid = key.pseudonym
+        try:
+            deleted_at = parse_instant(entry.last_modified)
+        except ValueError:
+            deleted_at = None
         return Outcome("delete", resource_type=resource_type,
-                       row=self._row(resource_type, rid, None, None, None, None, b"", op="delete"))
+                       row=self._row(resource_type, rid, None, deleted_at, None, None, b"",
+                                     op="delete"))
 
     def _upsert(self, entry: Entry, original: bytes) -> Outcome:
         resource = entry.resource
