@@ -10,17 +10,15 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from vision_helpers import REPO_ROOT, WEIGHTS_FILE, random_network  # noqa: E402
+from vision_helpers import WEIGHTS_FILE, random_network  # noqa: E402
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def xray_images() -> Path:
-    folder = (REPO_ROOT / ".." / "shared" / "data" / "torchxrayvision-test-images").resolve()
-    if not folder.is_dir():
-        pytest.fail(f"shared test data missing: expected {folder} (see shared/data/INDEX.md)")
-    return folder
+def xray_images(shared_data: Path) -> Path:
+    """TorchXRayVision's own test images (see its SOURCE.md in the shared data)."""
+    return shared_data / "torchxrayvision-test-images"
 
 
 @pytest.fixture
