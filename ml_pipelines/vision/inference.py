@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from infra.errors import StageUnavailable
 from ml_pipelines.vision.weights import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,10 @@ def choose_device(preference: str = "auto") -> str:
     """``"cuda"`` when asked for or when ``"auto"`` finds a GPU, else ``"cpu"``."""
     if preference == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise StageUnavailable(
+            f"vision.device is {preference} but PyTorch sees no GPU here: set it to auto or cpu"
+        )
     return preference
 
 

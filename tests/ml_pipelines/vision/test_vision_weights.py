@@ -18,7 +18,7 @@ import torchxrayvision as xrv
 from vision_helpers import MODEL_ID, WEIGHTS_FILE, random_network
 
 from infra.errors import ConfigError, StageUnavailable
-from ml_pipelines.vision.inference import score
+from ml_pipelines.vision.inference import choose_device, score
 from ml_pipelines.vision.preprocess import prepare
 from ml_pipelines.vision.weights import load_model, model_spec
 
@@ -154,3 +154,13 @@ def test_batched_scores_have_the_model_shape_and_do_not_depend_on_batching(
     assert not np.allclose(together[0], together[1])
     assert score(model, [], batch_size=4).shape == (0, 18)
     assert not any(math.isnan(value) for value in together.ravel())
+
+
+def test_device_choice_is_honest_about_the_gpu():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+
+    assert choose_device("auto") == expected
+    assert choose_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(StageUnavailable, match="vision.device is cuda but PyTorch sees no GPU"):
+            choose_device("cuda")
