@@ -9,6 +9,8 @@ import pydicom
 import pytest
 from vision_helpers import TWIN_M1, TWIN_M2, synthetic_dicom
 from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from ml_pipelines.vision.preprocess import Prepared, Skipped, image_format, prepare
 
@@ -167,6 +169,21 @@ def test_voi_window_is_applied():
     middle = ((2048 - 2047.5) / 1023 + 0.5) * 2 - 1
     assert float(windowed[30, 30]) == np.float32(middle * 1024)
     assert int((windowed == -1024.0).sum()) == int((stored <= 1536).sum())
+
+
+def test_voi_lut_sequence_is_applied_and_scaled_by_its_entry_depth():
+    # a 12-bit VOI LUT that doubles the stored value up to its ceiling
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 12])
+    item.add_new(0x00283006, "US", [min(4095, 2 * value) for value in range(4096)])
+    stored = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+
+    prepared = prepare(synthetic_dicom(stored, bits_stored=12, VOILUTSequence=Sequence([item])),
+                       resolution=64).pixels[0]
+
+    expected = _xrv_scale(np.minimum(4095, 2 * stored.astype(np.int64)), 4095.0)
+    assert np.array_equal(prepared, expected)
+    assert float(prepared[32, 0]) == 1024.0  # stored 2048 doubles past the ceiling
 
 
 @pytest.mark.parametrize("modality", ["CT", "MR"])
