@@ -20,7 +20,7 @@ from typing import Any
 
 from dlt_pipelines.fhir.sources import ENCODER, Entry
 from infra.keys.vault import PatientVault, TokenSealer
-from infra.pseudonym import Protector
+from infra.pseudonym import Protector, patient_target
 
 RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -96,12 +96,8 @@ class Normalizer:
         if value.startswith(("urn:uuid:", "urn:oid:")):
             self.unresolved += 1
             return value
-        if value.startswith(("http://", "https://")):
-            # An absolute reference to a resource of this bundle, or to a server: keep the
-            # server's form, but a Patient reference is made relative so it can be pseudonymized.
-            match = _REFERENCE_TAIL.search(value)
-            if match and match.group(1) == "Patient":
-                return f"Patient/{match.group(2)}{match.group(3) or ''}"
+        # Absolute references to a server are kept as written; one to a patient is pseudonymized
+        # (and its original sealed) by the Protector.
         return value
 
     def walk(self, node: Any, path: str) -> None:
@@ -130,8 +126,9 @@ def subject_reference(resource: dict[str, Any]) -> str | None:
         for candidate in candidates:
             if isinstance(candidate, dict):
                 reference = candidate.get("reference")
-                if isinstance(reference, str) and reference.startswith("Patient/"):
-                    return reference.split("/_history/", 1)[0]
+                parsed = patient_target(reference) if isinstance(reference, str) else None
+                if parsed is not None:
+                    return parsed[0]
     return None
 
 
