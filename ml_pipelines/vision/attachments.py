@@ -1,10 +1,12 @@
-"""Find images attached to FHIR resources in the bronze layer and list them in ``ml.images``.
+"""Find the images FHIR resources in the bronze layer know of and list them in ``ml.images``.
 
 Media (``content``), DocumentReference (``content[].attachment``) and DiagnosticReport
 (``presentedForm[]``) may carry a DICOM, PNG or JPEG attachment, inline (``data``, base64, which
 the bronze layer may hold as a protected token) or by ``url``. Inline images are stored like an
 imported file. carelake fetches nothing at run time, so an image known only by its url is listed
 with ``missing_reason`` set and no bytes; the stage writes that reason as the image's result.
+An ImagingStudy lists its instances by UID without pixels: each is listed the same way, until a
+file with that SOP Instance UID is imported (the mart then shows the file, not the listing).
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from typing import Any
 
 from ml_pipelines.vision import tables
 from ml_pipelines.vision.dicom_header import read_header, strip_identifiers
-from ml_pipelines.vision.image_import import ImportReport
+from ml_pipelines.vision.image_import import ImportReport, study_uid
 from ml_pipelines.vision.preprocess import image_format
 
 logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = {"application/dicom": "dicom", "image/png": "png", "image/jpeg": "jpeg"}
-RESOURCE_TABLES = ("media", "documentreference", "diagnosticreport")
+RESOURCE_TABLES = ("media", "documentreference", "diagnosticreport", "imagingstudy")
 TOKEN_PREFIX = "clp1:"
+NO_FILE = ("the ImagingStudy lists this instance but the lake holds no file for it: import it "
+           "with `carelake images import FOLDER`")
 URL_ONLY = ("attachment is given by url only and carelake fetches nothing at run time: import "
             "the file with `carelake images import FOLDER`")
 
@@ -76,6 +80,17 @@ def import_from_lake(lake: Any) -> ImportReport:
             if not record["patient_key"]:
                 continue
             resource = json.loads(record["resource"])
+            if record["resource_type"] == "ImagingStudy":
+                for row in _study_rows(lake, record, resource):
+                    report.files += 1
+                    if row["image_id"] in present:
+                        report.already_present += 1
+                        continue
+                    row.update(import_id=report.import_id, imported_at=imported_at)
+                    present.add(row["image_id"])
+                    rows.append(row)
+                    report.linked_by[table] = report.linked_by.get(table, 0) + 1
+                continue
             for position, attachment in enumerate(_attachments(record["resource_type"], resource)):
                 kind = IMAGE_TYPES.get(str(attachment.get("contentType") or "").lower())
                 if kind is None:
@@ -101,6 +116,30 @@ def import_from_lake(lake: Any) -> ImportReport:
                 "%d undecodable", report.files, report.imported, report.already_present,
                 report.not_images)
     return report
+
+
+def _study_rows(lake: Any, record: dict[str, Any],
+                study: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One row per instance an ImagingStudy lists; bytes come only from an imported file."""
+    patient_key = record["patient_key"]
+    study_instance_uid = study_uid(lake, patient_key, study) or None
+    for series in study.get("series") or []:
+        for instance in series.get("instance") or []:
+            uid = instance.get("uid")
+            if not uid:
+                continue
+            listing = hashlib.sha256(f"sop|{uid}".encode()).hexdigest()
+            yield {
+                "image_id": tables.image_id(patient_key=patient_key, sha256=listing),
+                "sha256": None, "storage_path": None, "patient_key": patient_key,
+                "study_instance_uid": study_instance_uid,
+                "series_instance_uid": series.get("uid") or None, "sop_instance_uid": uid,
+                "modality": str((series.get("modality") or {}).get("code") or "").upper() or None,
+                "body_part": str((series.get("bodySite") or {}).get("display") or "").upper()
+                or None,
+                "view_position": None, "content_type": "application/dicom",
+                "source": f"fhir:ImagingStudy/{record['id']}", "missing_reason": NO_FILE,
+            }
 
 
 def _row(lake: Any, record: dict[str, Any], resource: dict[str, Any],

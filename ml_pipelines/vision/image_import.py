@@ -128,10 +128,10 @@ class PatientLinks:
 
     def _index_study(self, patient_key: str, study: dict[str, Any]) -> None:
         assert self._by_uid is not None
-        study_uid = _study_uid(self._lake, patient_key, study)
+        study_instance_uid = study_uid(self._lake, patient_key, study)
         for series in study.get("series") or []:
             link = StudyLink(
-                patient_key=patient_key, study_instance_uid=study_uid,
+                patient_key=patient_key, study_instance_uid=study_instance_uid,
                 modality=str((series.get("modality") or {}).get("code") or "").upper(),
                 body_part=str((series.get("bodySite") or {}).get("display") or "").upper(),
             )
@@ -141,7 +141,8 @@ class PatientLinks:
                     self._by_uid.setdefault(uid, link)
 
 
-def _study_uid(lake: Any, patient_key: str, study: dict[str, Any]) -> str:
+def study_uid(lake: Any, patient_key: str, study: dict[str, Any]) -> str:
+    """The Study Instance UID of an ImagingStudy (its ``urn:oid:`` identifier), or ``""``."""
     for identifier in study.get("identifier") or []:
         value = identifier.get("value") or ""
         if value.startswith("clp1:"):

@@ -87,7 +87,7 @@ def prepare(
     kind = image_format(data)
     if kind == "dicom":
         dataset = pydicom.dcmread(io.BytesIO(data))
-        skip = _check_series(
+        skip = check_series(
             modality=str(dataset.get("Modality", "") or "") or modality or "",
             body_part=str(dataset.get("BodyPartExamined", "") or "") or body_part or "",
             view_position=str(dataset.get("ViewPosition", "") or "") or view_position or "",
@@ -96,7 +96,7 @@ def prepare(
             return skip
         return _dicom_input(dataset, resolution=resolution)
     if kind in {"png", "jpeg"}:
-        skip = _check_series(
+        skip = check_series(
             modality=modality or "", body_part=body_part or "", view_position=view_position or ""
         )
         if skip is not None:
@@ -105,7 +105,8 @@ def prepare(
     return Skipped(reason="not a DICOM, PNG or JPEG file (unrecognised signature)")
 
 
-def _check_series(*, modality: str, body_part: str, view_position: str) -> Skipped | None:
+def check_series(*, modality: str, body_part: str, view_position: str) -> Skipped | None:
+    """The reason an image with this modality, body part and view is not scored, or None."""
     modality, body_part, view = (
         value.strip().upper() for value in (modality, body_part, view_position)
     )

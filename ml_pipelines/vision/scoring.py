@@ -17,7 +17,7 @@ import numpy as np
 
 from ml_pipelines.vision import tables
 from ml_pipelines.vision.inference import DEFAULT_BATCH_SIZE, score
-from ml_pipelines.vision.preprocess import Prepared, Skipped, prepare
+from ml_pipelines.vision.preprocess import Prepared, Skipped, check_series, prepare
 from ml_pipelines.vision.weights import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,11 @@ def _score_chunk(
 
 def _prepare_stored(lake: Any, image: dict[str, Any], *, resolution: int) -> Prepared | Skipped:
     if image.get("missing_reason"):
-        return Skipped(reason=str(image["missing_reason"]))
+        # a modality or body part that would not be scored anyway is the more useful reason
+        return check_series(modality=image.get("modality") or "",
+                            body_part=image.get("body_part") or "",
+                            view_position=image.get("view_position") or "") or Skipped(
+            reason=str(image["missing_reason"]))
     path = image.get("storage_path")
     if not path or not lake.fs.exists(path):
         return Skipped(reason="image bytes are not in the lake: import the file again")

@@ -30,7 +30,7 @@ from infra.lake import Lake
 from infra.settings import load_settings
 from infra.stages import StageContext, run_stage
 from ml_pipelines.vision import tables
-from ml_pipelines.vision.attachments import URL_ONLY, import_from_lake
+from ml_pipelines.vision.attachments import NO_FILE, URL_ONLY, import_from_lake
 from ml_pipelines.vision.erase import erase_patient
 from ml_pipelines.vision.image_import import import_folder
 from ml_pipelines.vision.scoring import score_lake
@@ -43,6 +43,11 @@ RASTER_FILES = [
 ]
 # the anonymised Patient ID in the header of both public SIIM DICOM files
 SIIM_PATIENT = "Patient/16d7f894-55d7-4d95-8957-d18987f0e981"
+# the ImagingStudy of the smallest public Synthea bundle that has one
+SYNTHEA_STUDY = "732b41dc-f547-450c-b74b-d8c73995c040"
+SYNTHEA_STUDY_UID = "1.2.840.99999999.78237238.1559319187266"
+SYNTHEA_SERIES_UID = "1.2.840.99999999.1.54829113.1559319187266"
+SYNTHEA_INSTANCE_UID = "1.2.840.99999999.1.1.32941007.1559319187266"
 DICOM_CODES = "http://dicom.nema.org/resources/ontology/DCM"
 MART_SQL = REPO_ROOT / "dbt_project" / "models" / "marts" / "imaging" / "imaging_findings.sql"
 
@@ -182,7 +187,7 @@ def test_dicom_links_through_an_ingested_imaging_study(lake, shared_data, tmp_pa
     # study UID nor a body part of its own: the study supplies both
     (folder / "x.dcm").write_bytes(synthetic_dicom(
         np.full((16, 16), 7, dtype=np.uint8), body_part="", StudyInstanceUID="",
-        SeriesInstanceUID="1.2.840.99999999.1.54829113.1559319187266"))
+        SeriesInstanceUID=SYNTHEA_SERIES_UID))
 
     report = import_folder(lake, folder)
     row = lake.read_arrow(tables.IMAGES_TABLE).to_pylist()[0]
@@ -191,31 +196,62 @@ def test_dicom_links_through_an_ingested_imaging_study(lake, shared_data, tmp_pa
     assert report.linked_by == {"imaging_study": 1}
     assert row["patient_key"] == lake.patients.key_for_source(
         f"Patient/{patient_id}", create=False).pseudonym
-    assert row["study_instance_uid"] == "1.2.840.99999999.78237238.1559319187266"
+    assert row["study_instance_uid"] == SYNTHEA_STUDY_UID
     assert (row["modality"], row["body_part"]) == ("DX", "WRIST")
     assert scored.skip_reasons == {"body part WRIST is not the chest": 1}
 
 
-def test_fhir_attachments_are_listed_and_scored(lake, patients, xray_images, weights_dir):
+def test_fhir_images_are_listed_and_scored(lake, patients, xray_images, weights_dir):
     report = import_from_lake(lake)
     rows = sorted(lake.read_arrow(tables.IMAGES_TABLE).to_pylist(), key=lambda row: row["source"])
     again = import_from_lake(lake)
     scored = score_lake(lake, load_model(MODEL_ID, cache_dir=weights_dir))
 
-    assert (report.files, report.imported, report.not_images) == (2, 2, 0)
-    assert report.linked_by == {"media": 2}
-    assert [row["source"] for row in rows] == ["fhir:Media/xr-by-url#0", "fhir:Media/xr-inline#0"]
-    by_url, inline = rows
+    assert (report.files, report.imported, report.not_images) == (3, 3, 0)
+    assert report.linked_by == {"media": 2, "imagingstudy": 1}
+    assert [row["source"] for row in rows] == [
+        f"fhir:ImagingStudy/{SYNTHEA_STUDY}", "fhir:Media/xr-by-url#0", "fhir:Media/xr-inline#0"]
+    listed, by_url, inline = rows
+    assert {key: listed[key] for key in ("study_instance_uid", "series_instance_uid",
+                                         "sop_instance_uid", "modality", "body_part",
+                                         "storage_path", "missing_reason")} == {
+        "study_instance_uid": SYNTHEA_STUDY_UID, "series_instance_uid": SYNTHEA_SERIES_UID,
+        "sop_instance_uid": SYNTHEA_INSTANCE_UID, "modality": "DX", "body_part": "WRIST",
+        "storage_path": None, "missing_reason": NO_FILE}
     assert (by_url["storage_path"], by_url["sha256"], by_url["missing_reason"]) == (
         None, None, URL_ONLY)
     original = (xray_images / "00000001_000.png").read_bytes()
     assert lake.fs.open(inline["storage_path"], "rb").read() == original
     assert inline["sha256"] == hashlib.sha256(original).hexdigest()
     assert (inline["modality"], inline["content_type"]) == ("DX", "image/png")
-    assert {row["patient_key"] for row in rows} == {patients["raster"]}
-    assert (again.imported, again.already_present) == (0, 2)
-    assert (scored.scored, scored.skipped, scored.findings) == (1, 1, 19)
-    assert scored.skip_reasons == {URL_ONLY: 1}
+    assert {by_url["patient_key"], inline["patient_key"]} == {patients["raster"]}
+    assert (again.imported, again.already_present) == (0, 3)
+    assert (scored.scored, scored.skipped, scored.findings) == (1, 2, 20)
+    # the listed wrist instance says why it would not be scored even with its file
+    assert scored.skip_reasons == {URL_ONLY: 1, "body part WRIST is not the chest": 1}
+
+
+def test_mart_shows_the_imported_file_instead_of_its_listing(lake, tmp_path, weights_dir):
+    import_from_lake(lake)
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    (folder / "x.dcm").write_bytes(synthetic_dicom(
+        np.full((16, 16), 9, dtype=np.uint8), body_part="", StudyInstanceUID="",
+        SeriesInstanceUID=SYNTHEA_SERIES_UID, SOPInstanceUID=SYNTHEA_INSTANCE_UID))
+    import_folder(lake, folder)
+    score_lake(lake, load_model(MODEL_ID, cache_dir=weights_dir))
+    file_row = next(row for row in lake.read_arrow(tables.IMAGES_TABLE).to_pylist()
+                    if row["storage_path"] and row["sop_instance_uid"] == SYNTHEA_INSTANCE_UID)
+
+    connection = lake.duckdb()
+    mart = connection.sql(_render_mart(lake))
+    shown = connection.sql(
+        f"select image_id, status, reason from mart "
+        f"where sop_instance_uid = '{SYNTHEA_INSTANCE_UID}'").fetchall()
+
+    assert len(lake.read_arrow(tables.IMAGES_TABLE)) == 4
+    assert mart.columns[0] == "image_id"
+    assert shown == [(file_row["image_id"], "skipped", "body part WRIST is not the chest")]
 
 
 def test_scoring_writes_findings_with_provenance(lake, patients, xray_images, tmp_path,
@@ -368,7 +404,8 @@ def test_stage_without_weights_is_not_available_and_writes_nothing(lake, patient
 def test_stage_scores_through_the_zenml_pipeline(lake, patients, xray_images, tmp_path,
                                                  weights_dir):
     # the inline PNG of the Media is the very file the manifest gives the same patient: it is
-    # listed once; the Media known by url only is listed and skipped with its reason
+    # listed once; the Media known by url only and the ImagingStudy's instance are listed and
+    # skipped with their reasons
     folder = tmp_path / "two"
     folder.mkdir()
     shutil.copy(xray_images / "00000001_000.png", folder / "a.png")
@@ -382,8 +419,8 @@ def test_stage_scores_through_the_zenml_pipeline(lake, patients, xray_images, tm
     assert record["status"] == "ok"
     assert {key: record[key] for key in ("images", "scored", "skipped", "findings",
                                          "model_id", "weights_sha256", "attachments_listed")} == {
-        "images": 3, "scored": 2, "skipped": 1, "findings": 2 * 18 + 1, "model_id": MODEL_ID,
-        "weights_sha256": expected_sha, "attachments_listed": 1}
+        "images": 4, "scored": 2, "skipped": 2, "findings": 2 * 18 + 2, "model_id": MODEL_ID,
+        "weights_sha256": expected_sha, "attachments_listed": 2}
     findings = Lake.open(_settings(tmp_path)).read_arrow(tables.FINDINGS_TABLE)
-    assert findings.num_rows == 2 * 18 + 1
+    assert findings.num_rows == 2 * 18 + 2
     assert set(findings.column("run_id").to_pylist()) == {record["run_id"]}

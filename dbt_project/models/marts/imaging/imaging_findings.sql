@@ -1,11 +1,34 @@
 -- One row per image and pathology from the newest run of each model, and one row per image that
--- has no result (skipped, or never scored) carrying the reason.
+-- has no result (skipped, or never scored) carrying the reason. An instance an ImagingStudy lists
+-- without a file gives way to the imported file of that instance.
 
 with
 
 images as (
 
     select * from {{ source('ml', 'images') }}
+
+),
+
+stored_instances as (
+
+    select distinct
+        patient_key,
+        sop_instance_uid
+    from images
+    where storage_path is not null and sop_instance_uid is not null
+
+),
+
+kept_images as (
+
+    select images.*
+    from images
+    left join stored_instances
+        on
+            images.patient_key = stored_instances.patient_key
+            and images.sop_instance_uid = stored_instances.sop_instance_uid
+    where images.storage_path is not null or stored_instances.sop_instance_uid is null
 
 ),
 
@@ -55,14 +78,14 @@ newest_findings as (
 final as (
 
     select
-        images.image_id,
-        images.patient_key,
-        images.series_instance_uid,
-        images.sop_instance_uid,
-        images.modality,
-        images.body_part,
-        images.view_position,
-        images.content_type,
+        kept_images.image_id,
+        kept_images.patient_key,
+        kept_images.series_instance_uid,
+        kept_images.sop_instance_uid,
+        kept_images.modality,
+        kept_images.body_part,
+        kept_images.view_position,
+        kept_images.content_type,
         newest_findings.pathology,
         newest_findings.probability,
         newest_findings.threshold,
@@ -71,9 +94,9 @@ final as (
         newest_findings.weights_sha256,
         newest_findings.run_id,
         newest_findings.scored_at,
-        images.imported_at,
+        kept_images.imported_at,
         coalesce(
-            images.study_instance_uid, newest_findings.study_instance_uid
+            kept_images.study_instance_uid, newest_findings.study_instance_uid
         ) as study_instance_uid,
         coalesce(newest_findings.status, 'not scored') as status,
         case
@@ -82,9 +105,9 @@ final as (
             else newest_findings.reason
         end as reason,
         newest_findings.status = 'scored' as has_result
-    from images
+    from kept_images
     left join newest_findings
-        on images.image_id = newest_findings.image_id
+        on kept_images.image_id = newest_findings.image_id
 
 )
 
