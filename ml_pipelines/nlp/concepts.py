@@ -158,11 +158,8 @@ def coded_resources_from_lake(lake: Any) -> Iterator[dict[str, Any]]:
     """Resources of the coded types in the lake's bronze tables; missing tables are skipped."""
     for resource_type in CODED_TYPES:
         identifier = f"bronze.{resource_type.lower()}"
-        try:
-            table = lake.read_arrow(identifier, columns=["resource"])
-        except Exception as error:
-            if type(error).__name__ in {"NoSuchTableError", "NoSuchNamespaceError"}:
-                continue
-            raise
+        if not lake.has_table(identifier):
+            continue
+        table = lake.read_arrow(identifier, columns=("resource",))
         for resource in table.column("resource").to_pylist():
             yield json.loads(resource)

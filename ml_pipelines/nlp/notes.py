@@ -4,8 +4,8 @@ Each attachment gets one status. Processed: ``ok`` (plain text in its declared c
 none is declared), ``html_stripped`` (``text/html`` reduced to its text), ``bytes_replaced`` (bytes
 invalid in the declared charset were replaced by U+FFFD; offsets refer to the replaced text). Not
 processed, with the reason kept: ``empty``, ``too_large`` (over ``MAX_NOTE_BYTES``), ``pdf``,
-``url_only`` (no inline data), ``no_data``, ``unsupported_type``, ``unknown_charset`` and
-``bad_base64``. No attachment raises: a bad one is counted under its status.
+``url_only`` (no inline data), ``no_data``, ``unsupported_type``, ``unknown_charset``,
+``bad_base64`` and ``unreadable`` (the protected value does not open: the patient was erased). No attachment raises: a bad one is counted under its status.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
+from infra.errors import CarelakeError
+
 logger = logging.getLogger(__name__)
 
 MAX_NOTE_BYTES = 1_000_000
 PROCESSED = ("ok", "html_stripped", "bytes_replaced")
 NOT_PROCESSED = (
     "empty", "too_large", "pdf", "url_only", "no_data", "unsupported_type", "unknown_charset",
-    "bad_base64",
+    "bad_base64", "unreadable",
 )
 NOTE_TYPES = ("DocumentReference", "DiagnosticReport")
 
@@ -176,11 +178,15 @@ def notes_of(
     for index, attachment in enumerate(_attachments(resource)):
         content_type = attachment.get("contentType") or ""
         data = attachment.get("data")
-        if data is not None and open_value is not None:
-            data = open_value(data)
-        status, reason, text = decode_attachment(
-            content_type, data, has_url=bool(attachment.get("url"))
-        )
+        try:
+            if data is not None and open_value is not None:
+                data = open_value(data)
+        except CarelakeError as error:
+            status, reason, text = "unreadable", f"the protected data did not open: {error}", None
+        else:
+            status, reason, text = decode_attachment(
+                content_type, data, has_url=bool(attachment.get("url"))
+            )
         yield Note(
             document_id=str(resource.get("id", "")),
             resource_type=resource_type,

@@ -23,19 +23,11 @@ BRONZE_TABLES = {"DocumentReference": "bronze.documentreference",
                  "DiagnosticReport": "bronze.diagnosticreport"}
 
 
-def _table_missing(error: Exception) -> bool:
-    return type(error).__name__ in {"NoSuchTableError", "NoSuchNamespaceError"}
-
-
 def bronze_snapshot(lake: Any, identifier: str) -> int | None:
     """The current snapshot id of a bronze table, or None when the table does not exist."""
-    try:
-        table = lake.catalog.load_table(identifier)
-    except Exception as error:  # pyiceberg's NoSuchTableError has no common importable base
-        if _table_missing(error):
-            return None
-        raise
-    snapshot = table.current_snapshot()
+    if not lake.has_table(identifier):
+        return None
+    snapshot = lake.table(identifier).current_snapshot()
     return snapshot.snapshot_id if snapshot else None
 
 
@@ -46,15 +38,12 @@ def notes_from_lake(lake: Any, *, snapshots: dict[str, int | None] | None = None
         snapshot_id = (snapshots or {}).get(identifier)
         if snapshots is not None and snapshot_id is None:
             continue
-        try:
-            table = lake.read_arrow(
-                identifier, columns=["id", "patient_key", "resource"], snapshot_id=snapshot_id
-            )
-        except Exception as error:
-            if _table_missing(error):
-                logger.info("%s does not exist: no %s notes", identifier, resource_type)
-                continue
-            raise
+        if not lake.has_table(identifier):
+            logger.info("%s does not exist: no %s notes", identifier, resource_type)
+            continue
+        table = lake.read_arrow(
+            identifier, columns=("id", "patient_key", "resource"), snapshot_id=snapshot_id
+        )
         for row in table.to_pylist():
             patient_key = row["patient_key"]
 

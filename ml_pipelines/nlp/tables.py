@@ -84,6 +84,6 @@ def append(lake: Any, identifier: str, table: pa.Table) -> int | None:
     if table.num_rows == 0:
         return None
     lake.append(identifier, table)
-    snapshot = lake.catalog.load_table(identifier).current_snapshot()
+    snapshot = lake.table(identifier).current_snapshot()
     logger.info("appended %d rows to %s", table.num_rows, identifier)
     return snapshot.snapshot_id if snapshot else None
