@@ -81,7 +81,13 @@ def load_model(lake: Any, reference: dict[str, Any]) -> NlpModel:
         with lake.fs.open(reference["pack"], "rb") as source, local.open("wb") as sink:
             shutil.copyfileobj(source, sink)
         model = load_model_pack(local)
+    if model.model_hash != reference["model_hash"]:
+        raise ConfigError(
+            f"the model pack {reference['pack']} has hash {model.model_hash}, not the "
+            f"{reference['model_hash']} it was saved with: run the NLP stage again to rebuild it"
+        )
     model.model_id = reference["model_id"]
+    model.cdb_version = reference["cdb_version"]
     model.systems = dict(reference.get("systems") or {})
     return model
 
