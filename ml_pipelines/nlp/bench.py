@@ -13,7 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ml_pipelines.nlp.concepts import ConceptTable, coded_resources_from_lake, coded_resources_from_ndjson
+from ml_pipelines.nlp.concepts import (
+    ConceptTable,
+    coded_resources_from_lake,
+    coded_resources_from_ndjson,
+)
 from ml_pipelines.nlp.model import build_model
 from ml_pipelines.nlp.runner import note_entities
 from ml_pipelines.nlp.sources import notes_from_lake, notes_from_path
@@ -26,7 +30,8 @@ def _texts_and_model(source: Any) -> tuple[list[str], Any]:
     if isinstance(source, (str, Path)):
         folder = Path(source)
         notes = list(notes_from_path(folder))
-        concepts.add_resources(coded_resources_from_ndjson(folder if folder.is_dir() else folder.parent))
+        codings_folder = folder if folder.is_dir() else folder.parent
+        concepts.add_resources(coded_resources_from_ndjson(codings_folder))
     else:
         notes = list(notes_from_lake(source))
         concepts.add_resources(coded_resources_from_lake(source))

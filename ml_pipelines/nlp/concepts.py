@@ -3,8 +3,8 @@
 Concepts come from the codings the lake already holds (Condition, Procedure, MedicationRequest and
 Observation), optionally widened with Synthea's published concept list. Each concept's names are
 its display names plus simple synonyms: the display without its SNOMED CT semantic tag
-("Hypertension (disorder)" also matches "hypertension"). A concept's MedCAT id is ``<PREFIX>:<code>``
-so codes of different systems never collide.
+("Hypertension (disorder)" also matches "hypertension"). A concept's MedCAT id is
+``<PREFIX>:<code>`` so codes of different systems never collide.
 """
 
 from __future__ import annotations

@@ -79,7 +79,9 @@ def evaluate_context(data_dir: Path, *, assessor: ContextAssessor | None = None)
 
     scores = per_class(gold, predicted, CONTEXTS)
     confusion = {
-        label: {p: sum(1 for g, q in zip(gold, predicted) if g == label and q == p) for p in CONTEXTS}
+        label: {
+            p: sum(1 for g, q in zip(gold, predicted) if g == label and q == p) for p in CONTEXTS
+        }
         for label in _LABELS.values()
     }
     accuracy = round(sum(1 for g, p in zip(gold, predicted) if g == p) / len(gold), 4)

@@ -47,7 +47,10 @@ def prepare_model(lake: Any, *, model_pack: str = "", concepts_dir: str = "") ->
     if concepts_dir:
         path = Path(concepts_dir) / SYNTHEA_CONCEPTS
         if not path.is_file():
-            raise ConfigError(f"nlp.synthea_concepts_dir has no {SYNTHEA_CONCEPTS} in {concepts_dir}")
+            raise ConfigError(
+                f"nlp.synthea_concepts_dir has no {SYNTHEA_CONCEPTS} in {concepts_dir}: point it "
+                "at the shared data folder, or leave it empty"
+            )
         concepts.add_synthea_concepts(path)
     logger.info("concept table: %d concepts from %d codings", len(concepts), codings)
     model = build_model(concepts)

@@ -87,7 +87,8 @@ def derive_lexicon(*, negex_triggers: Path, medspacy_rules: Path) -> list[Trigge
             continue
         category, direction, scope = _NEGEX_TAGS[fields[1]]
         phrase = " ".join(fields[0].lower().split())
-        triggers.setdefault((phrase, direction), Trigger(phrase, category, direction, scope, "negex"))
+        trigger = Trigger(phrase, category, direction, scope, "negex")
+        triggers.setdefault((phrase, direction), trigger)
 
     rules = json.loads(medspacy_rules.read_text(encoding="utf-8"))["context_rules"]
     for rule in rules:

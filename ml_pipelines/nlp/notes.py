@@ -5,7 +5,8 @@ none is declared), ``html_stripped`` (``text/html`` reduced to its text), ``byte
 invalid in the declared charset were replaced by U+FFFD; offsets refer to the replaced text). Not
 processed, with the reason kept: ``empty``, ``too_large`` (over ``MAX_NOTE_BYTES``), ``pdf``,
 ``url_only`` (no inline data), ``no_data``, ``unsupported_type``, ``unknown_charset``,
-``bad_base64`` and ``unreadable`` (the protected value does not open: the patient was erased). No attachment raises: a bad one is counted under its status.
+``bad_base64`` and ``unreadable`` (the protected value does not open: the patient was erased).
+No attachment raises: a bad one is counted under its status.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class Note:
 
 class _TextOfHtml(HTMLParser):
     _SKIPPED = {"script", "style", "head", "title"}
-    _BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
+    _BLOCKS = {"p", "div", "br", "li", "tr", "table", "ul", "ol", "h1", "h2", "h3", "h4", "h5",
+               "h6"}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -103,14 +105,17 @@ def _media_type(content_type: str) -> tuple[str, str | None]:
     return parts[0].lower(), charset
 
 
-def decode_attachment(content_type: str, data: str | None, *, has_url: bool) -> tuple[str, str, str | None]:
+def decode_attachment(
+    content_type: str, data: str | None, *, has_url: bool
+) -> tuple[str, str, str | None]:
     """``(status, reason, text)`` of one attachment whose inline data is ``data`` (base64)."""
     media_type, charset = _media_type(content_type or "")
     if media_type == "application/pdf":
         return "pdf", "PDF attachments are not processed (no text extraction)", None
     if data is None:
         if has_url:
-            return "url_only", "the attachment has a url but no inline data; urls are not fetched", None
+            reason = "the attachment has a url but no inline data; urls are not fetched"
+            return "url_only", reason, None
         return "no_data", "the attachment has neither inline data nor a url", None
     if media_type not in {"text/plain", "text/html", ""}:
         return "unsupported_type", f"content type {media_type} is not text/plain or text/html", None

@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[3]
 BULK = "synthea-bulk-ndjson-10-patients"
+SNOMED = "http://snomed.info/sct"
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +48,10 @@ def edge_case_resources(subject: str) -> list[dict[str, Any]]:
         document("edge-html", {"contentType": "text/html; charset=utf-8", "data": _b64(
             b"<html><head><style>p{}</style></head><body><p>Denies <b>hypertension</b>.</p>"
             b"<p>Mother has diabetes mellitus &amp; asthma.</p></body></html>")}),
-        document("edge-latin1", {"contentType": "text/plain; charset=iso-8859-1",
-                                 "data": _b64("Caf\u00e9 visit: acute bronchitis.".encode("latin-1"))}),
+        document("edge-latin1", {
+            "contentType": "text/plain; charset=iso-8859-1",
+            "data": _b64("Caf\u00e9 visit: acute bronchitis.".encode("latin-1")),
+        }),
         document("edge-bad-utf8", {"contentType": "text/plain",
                                    "data": _b64(b"Viral sinusitis \xff\xfe noted.")}),
         document("edge-large", {"contentType": "text/plain", "data": _b64(b"a" * 1_000_001)}),
@@ -59,9 +62,10 @@ def edge_case_resources(subject: str) -> list[dict[str, Any]]:
          "presentedForm": [{"contentType": "text/plain",
                             "data": _b64(b"Rule out pneumonia. No fever.")}]},
     ] + [
-        {"resourceType": "Condition", "id": f"edge-condition-{code}", "subject": {"reference": subject},
+        {"resourceType": "Condition", "id": f"edge-condition-{code}",
+         "subject": {"reference": subject},
          "encounter": {"reference": "Encounter/edge-encounter"},
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": code, "display": display}]}}
+         "code": {"coding": [{"system": SNOMED, "code": code, "display": display}]}}
         for code, display in [("38341003", "Hypertension (disorder)"),
                               ("73211009", "Diabetes mellitus (disorder)"),
                               ("195967001", "Asthma (disorder)"),
