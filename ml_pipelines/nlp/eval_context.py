@@ -98,3 +98,50 @@ def evaluate_context(data_dir: Path, *, assessor: ContextAssessor | None = None)
         "per_class": {label: score.as_json() for label, score in scores.items()},
         "confusion": confusion,
     }
+
+
+CTAKES_GOLD = Path(__file__).with_name("ctakes_context_gold.tsv")
+CTAKES_CURATED = Path("ctakes-examples-notes") / "curated"
+
+
+def read_ctakes_gold(path: Path = CTAKES_GOLD) -> list[tuple[str, str, int, str]]:
+    """``(file, phrase, occurrence, label)`` rows: the n-th occurrence of the phrase in the note."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines()[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 4 or fields[3] not in CONTEXTS or not fields[2].isdigit():
+            raise InputError(f"{path.name} line {number}: expected file, phrase, occurrence, label")
+        rows.append((fields[0], fields[1], int(fields[2]), fields[3]))
+    return rows
+
+
+def evaluate_context_ctakes(
+    data_dir: Path, *, assessor: ContextAssessor | None = None
+) -> dict[str, Any]:
+    """Per-class precision and recall on cTAKES sentences annotated by hand (before any tuning):
+    the only set here with family-history and hypothetical labels. Each phrase is assessed in
+    its whole note, as the stage would see it."""
+    assessor = assessor or ContextAssessor()
+    gold, predicted = [], []
+    for name, phrase, occurrence, label in read_ctakes_gold():
+        path = data_dir / CTAKES_CURATED / name
+        if not path.is_file():
+            raise InputError(f"a cTAKES note of the context gold is missing under {path.parent}")
+        text = path.read_text(encoding="utf-8")
+        pattern = r"\s+".join(map(re.escape, phrase.split()))
+        matches = list(re.finditer(pattern, text))
+        if len(matches) < occurrence:
+            raise InputError(f"{CTAKES_GOLD.name}: a phrase has fewer occurrences than listed")
+        match = matches[occurrence - 1]
+        gold.append(label)
+        predicted.append(assessor.assess(text, [(match.start(), match.end())])[0])
+
+    scores = per_class(gold, predicted, CONTEXTS)
+    accuracy = round(sum(1 for g, p in zip(gold, predicted) if g == p) / len(gold), 4)
+    logger.info("ConText on the cTAKES gold: %d phrases, accuracy %.4f", len(gold), accuracy)
+    return {
+        "evaluation_set": "cTAKES curated notes, phrases labelled by hand before tuning",
+        "scored": len(gold),
+        "accuracy": accuracy,
+        "per_class": {label: score.as_json() for label, score in scores.items()},
+    }

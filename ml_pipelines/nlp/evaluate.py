@@ -1,7 +1,7 @@
 """Every accuracy figure the NLP stage reports, computed from the public evaluation data.
 
-``evaluate_all(shared_data)`` gives: ConText's per-class precision and recall on the NegEx test kit,
-k-fold concept precision and recall on MedCAT's gold export, and the Synthea coding sanity check on
+``evaluate_all(shared_data)`` gives: ConText's per-class precision and recall on the NegEx test kit
+and on hand-labelled cTAKES phrases (the only set with family and hypothetical labels), k-fold concept precision and recall on MedCAT's gold export, and the Synthea coding sanity check on
 the Bulk NDJSON sample (a model built from that sample's own codings). The cTAKES notes carry no
 gold codes, so for them it reports coverage (mentions per note, contexts), not accuracy.
 """
@@ -19,7 +19,7 @@ from ml_pipelines.nlp.eval_concepts import (
     kfold_medcat_gold,
     synthea_coding_check,
 )
-from ml_pipelines.nlp.eval_context import evaluate_context
+from ml_pipelines.nlp.eval_context import evaluate_context, evaluate_context_ctakes
 from ml_pipelines.nlp.model import build_model
 from ml_pipelines.nlp.runner import extract
 from ml_pipelines.nlp.sources import notes_from_path, notes_from_text_folder
@@ -62,6 +62,7 @@ def evaluate_all(data_dir: str | Path) -> dict[str, Any]:
     data_dir = Path(data_dir)
     figures = {
         "context_negex": evaluate_context(data_dir),
+        "context_ctakes": evaluate_context_ctakes(data_dir),
         "medcat_gold_kfold": kfold_medcat_gold(data_dir),
         "synthea_coding_check_sample": synthea_sample_check(data_dir),
         "ctakes_coverage": ctakes_coverage(data_dir),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ml_pipelines.nlp.context import ContextAssessor, sentence_bounds
-from ml_pipelines.nlp.eval_context import evaluate_context
+from ml_pipelines.nlp.eval_context import evaluate_context, evaluate_context_ctakes
 from ml_pipelines.nlp.lexicon import LEXICON_FILE, derive_lexicon, format_lexicon, load_lexicon
 
 
@@ -58,3 +58,11 @@ def test_negex_test_kit_precision_and_recall_per_class(shared_data):
     assert (affirmed["precision"], affirmed["recall"]) == (0.9883, 0.9498)
     assert figures["confusion"]["affirmed"] == {
         "affirmed": 927, "negated": 12, "hypothetical": 37, "family": 0}
+
+
+def test_ctakes_hand_labelled_phrases_per_class(shared_data):
+    figures = evaluate_context_ctakes(shared_data)
+    assert (figures["scored"], figures["accuracy"]) == (42, 0.9762)
+    per_class = {label: (s["tp"], s["fp"], s["fn"]) for label, s in figures["per_class"].items()}
+    assert per_class == {"affirmed": (7, 0, 0), "negated": (11, 1, 0),
+                         "hypothetical": (11, 0, 1), "family": (12, 0, 0)}
