@@ -1,8 +1,9 @@
 """Every accuracy figure the NLP stage reports, computed from the public evaluation data.
 
 ``evaluate_all(shared_data)`` gives: ConText's per-class precision and recall on the NegEx test kit
-and on hand-labelled cTAKES phrases (the only set with family and hypothetical labels), k-fold concept precision and recall on MedCAT's gold export, and the Synthea coding sanity check on
-the Bulk NDJSON sample (a model built from that sample's own codings). The cTAKES notes carry no
+and on hand-labelled cTAKES phrases (the only set with family and hypothetical labels), k-fold
+concept precision and recall on MedCAT's gold export, and the Synthea coding sanity check on the
+Bulk NDJSON sample (a model built from that sample's own codings). The cTAKES notes carry no
 gold codes, so for them it reports coverage (mentions per note, contexts), not accuracy.
 """
 

@@ -74,7 +74,7 @@ def edge_case_resources(subject: str) -> list[dict[str, Any]]:
     ]
 
 
-def _bronze_rows(lake: Any, resources: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def bronze_rows(lake: Any, resources: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Bronze rows as ingest writes them: patient references pseudonymised, note data sealed."""
     rows: dict[str, list[dict[str, Any]]] = {}
     for resource in resources:
@@ -101,6 +101,12 @@ def _patient_resources(shared: Path, resource_type: str, subject: str) -> list[d
     return [r for r in resources if r.get("subject", {}).get("reference") == subject]
 
 
+def first_subject(shared: Path) -> str:
+    """The source reference of the bulk sample's first patient."""
+    first = json.loads((shared / BULK / "Patient.000.ndjson").read_text().splitlines()[0])
+    return f"Patient/{first['id']}"
+
+
 @pytest.fixture(scope="module")
 def notes_lake(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Any:
     """A lake holding one Synthea patient's notes and codings plus the edge-case notes."""
@@ -112,12 +118,11 @@ def notes_lake(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> A
     os.environ.update(environ)
     lake = Lake.open(load_settings(data_dir=root / "data"))
 
-    first = json.loads((shared_data / BULK / "Patient.000.ndjson").read_text().splitlines()[0])
-    subject = f"Patient/{first['id']}"
+    subject = first_subject(shared_data)
     resources = _patient_resources(shared_data, "DocumentReference", subject)[:12]
     resources += edge_case_resources(subject)
     resources += _patient_resources(shared_data, "Condition", subject)
     resources += _patient_resources(shared_data, "Procedure", subject)
-    for resource_type, rows in _bronze_rows(lake, resources).items():
+    for resource_type, rows in bronze_rows(lake, resources).items():
         lake.append(f"bronze.{resource_type.lower()}", pa.Table.from_pylist(rows))
     return lake
