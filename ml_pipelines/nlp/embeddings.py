@@ -7,6 +7,7 @@ embedded as the mean of its chunks' embeddings (normalised), so every part of th
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterable
@@ -24,7 +25,9 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 CHUNK_CHARACTERS = 1000
 
 
+@functools.lru_cache(maxsize=1)
 def load_encoder() -> Any:
+    """The sentence-transformers model, loaded once per process (read-only once loaded)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:

@@ -48,8 +48,11 @@ def _gold_documents(path: Path) -> list[dict[str, Any]]:
     return documents
 
 
-def kfold_medcat_gold(data_dir: Path, *, folds: int = 5) -> dict[str, Any]:
-    """Micro-averaged precision and recall over ``folds`` held-out folds, and per fold."""
+def kfold_medcat_gold(
+    data_dir: Path, *, folds: int = 5, linker: str = "primary_name"
+) -> dict[str, Any]:
+    """Micro-averaged precision and recall over ``folds`` held-out folds, and per fold. With the
+    context linker, the vocabulary and the training come from the training folds' texts only."""
     documents = _gold_documents(data_dir / MEDCAT_GOLD)
     total = Score(0, 0, 0)
     per_fold = []
@@ -61,7 +64,10 @@ def kfold_medcat_gold(data_dir: Path, *, folds: int = 5) -> dict[str, Any]:
         for document in train:
             for annotation in document["annotations"]:
                 concepts.add(UMLS, annotation["cui"], annotation["value"].lower(), source="gold")
-        model = build_model(concepts, model_id_prefix=f"kfold-{fold}")
+        model = build_model(
+            concepts, model_id_prefix=f"kfold-{fold}", linker=linker,
+            training_texts=lambda train=train: (d["text"] for d in train),
+        )
 
         score = Score(0, 0, 0)
         for document in test:
@@ -76,14 +82,15 @@ def kfold_medcat_gold(data_dir: Path, *, folds: int = 5) -> dict[str, Any]:
         total = total + score
 
     logger.info(
-        "MedCAT gold %d-fold: precision %s, recall %s over %d documents", folds, total.precision,
-        total.recall, len(documents),
+        "MedCAT gold %d-fold (%s linker): precision %s, recall %s over %d documents", folds,
+        linker, total.precision, total.recall, len(documents),
     )
     return {
         "evaluation_set": "medcat_trainer_export.json (MT Samples, UMLS), same CUI and span",
         "documents": len(documents),
         "gold_annotations": sum(len(d["annotations"]) for d in documents),
         "folds": folds,
+        "linker": linker,
         "micro": total.as_json(),
         "per_fold": per_fold,
     }

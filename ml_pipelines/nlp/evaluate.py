@@ -65,6 +65,7 @@ def evaluate_all(data_dir: str | Path) -> dict[str, Any]:
         "context_negex": evaluate_context(data_dir),
         "context_ctakes": evaluate_context_ctakes(data_dir),
         "medcat_gold_kfold": kfold_medcat_gold(data_dir),
+        "medcat_gold_kfold_context_linker": kfold_medcat_gold(data_dir, linker="context"),
         "synthea_coding_check_sample": synthea_sample_check(data_dir),
         "ctakes_coverage": ctakes_coverage(data_dir),
     }

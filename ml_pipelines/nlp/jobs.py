@@ -35,9 +35,12 @@ def note_snapshots(lake: Any) -> dict[str, int | None]:
     return {identifier: bronze_snapshot(lake, identifier) for identifier in BRONZE_TABLES.values()}
 
 
-def prepare_model(lake: Any, *, model_pack: str = "", concepts_dir: str = "") -> dict[str, Any]:
+def prepare_model(
+    lake: Any, *, model_pack: str = "", concepts_dir: str = "", linker: str = "primary_name"
+) -> dict[str, Any]:
     """Load the configured model pack, or build one from the lake's codings and keep it in the
-    lake; ``concepts_dir`` names a shared data folder whose Synthea concept list is added."""
+    lake; ``concepts_dir`` names a shared data folder whose Synthea concept list is added. The
+    context linker is trained on the lake's notes, read in memory only."""
     if model_pack:
         model = load_model_pack(model_pack)
         return _reference(model, source="pack", pack=str(Path(model_pack).expanduser()))
@@ -53,7 +56,10 @@ def prepare_model(lake: Any, *, model_pack: str = "", concepts_dir: str = "") ->
             )
         concepts.add_synthea_concepts(path)
     logger.info("concept table: %d concepts from %d codings", len(concepts), codings)
-    model = build_model(concepts)
+    model = build_model(
+        concepts, linker=linker,
+        training_texts=lambda: (note.text for note in notes_from_lake(lake) if note.processed),
+    )
     target = save_to_lake(model, lake.fs)
     reference = _reference(model, source="built", pack=target)
     reference["systems"] = model.systems

@@ -2,7 +2,9 @@
 
 Settings read (``[nlp]``): ``model_pack`` (a MedCAT pack to use instead of building one),
 ``synthea_concepts_dir`` (a shared data folder whose Synthea concept list widens the built concept
-database; empty: none), ``embeddings`` (embed notes with sentence-transformers; default true).
+database; empty: none), ``linker`` (``primary_name``, the default, or ``context``: MedCAT's
+context linker with a corpus vocabulary, trained on the notes), ``embeddings`` (embed notes with
+sentence-transformers; default true).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def run_pipeline(settings: Any, *, evaluation_data_dir: str = "") -> dict[str, A
         data_dir=str(settings.data_dir),
         model_pack=str(settings.get("nlp.model_pack", "") or ""),
         concepts_dir=str(settings.get("nlp.synthea_concepts_dir", "") or ""),
+        linker=str(settings.get("nlp.linker", "primary_name") or "primary_name"),
         embeddings=bool(settings.get("nlp.embeddings", True)),
         evaluation_data_dir=evaluation_data_dir,
     )

@@ -19,11 +19,11 @@ from ml_pipelines.steps.nlp.snapshot_notes import snapshot_notes
 
 @pipeline(enable_cache=False)
 def nlp_pipeline(
-    data_dir: str, model_pack: str = "", concepts_dir: str = "", embeddings: bool = True,
-    evaluation_data_dir: str = "",
+    data_dir: str, model_pack: str = "", concepts_dir: str = "", linker: str = "primary_name",
+    embeddings: bool = True, evaluation_data_dir: str = "",
 ) -> None:
     snapshots = snapshot_notes(data_dir)
-    model = prepare_model(data_dir, model_pack, concepts_dir)
+    model = prepare_model(data_dir, model_pack, concepts_dir, linker)
     extraction = extract_mentions(data_dir, model, snapshots)
     embedded = embed_notes(data_dir, snapshots, embeddings)
     record_model(data_dir, model, extraction, embedded, evaluation_data_dir)
