@@ -88,6 +88,7 @@ class Lake:
         key_dir = settings.key_dir / lake_id
         provider = _kek_provider(settings, key_dir, create=new)
         keyring = Keyring.open(key_dir, lake_id=lake_id, provider=provider, role=role, create=new)
+        keyring.material("lake")  # a wrong KEK fails here, before anything is read or written
         if new:
             marker.write_text(json.dumps({"format": LAKE_FORMAT, "lake_id": lake_id}) + "\n")
             logger.warning("new lake %s; its keys are in %s, outside the data folder: losing "
