@@ -18,7 +18,6 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="nlp_command", required=True)
 
     run = commands.add_parser("run", help="run the NLP pipeline on the lake's notes")
-    run.add_argument("--data-dir", help="the lake's data folder (default: lake.data_dir)")
     run.add_argument("--evaluate-with", metavar="SHARED_DATA", default="",
                      help="also compute the evaluation figures from this public data folder")
     run.set_defaults(handler=_run)

@@ -12,11 +12,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from infra.errors import StageUnavailable
+from infra.errors import ConfigError, StageUnavailable
 from infra.stages import StageContext, StageResult
 from ml_pipelines.nlp import jobs
 
 logger = logging.getLogger(__name__)
+
+
+def _flag(value: Any, *, name: str) -> bool:
+    """A boolean setting, also when it came from the environment as text."""
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if str(value).strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
 
 
 def run_pipeline(settings: Any, *, evaluation_data_dir: str = "") -> dict[str, Any]:
@@ -34,7 +45,7 @@ def run_pipeline(settings: Any, *, evaluation_data_dir: str = "") -> dict[str, A
         model_pack=str(settings.get("nlp.model_pack", "") or ""),
         concepts_dir=str(settings.get("nlp.synthea_concepts_dir", "") or ""),
         linker=str(settings.get("nlp.linker", "primary_name") or "primary_name"),
-        embeddings=bool(settings.get("nlp.embeddings", True)),
+        embeddings=_flag(settings.get("nlp.embeddings", True), name="nlp.embeddings"),
         evaluation_data_dir=evaluation_data_dir,
     )
     from zenml.client import Client
