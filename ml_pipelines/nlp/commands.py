@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="nlp_command", required=True)
 
     run = commands.add_parser("run", help="run the NLP pipeline on the lake's notes")
-    run.add_argument("--evaluate-with", metavar="SHARED_DATA", default="",
+    run.add_argument("--evaluate-with", metavar="SHARED_DATA", default=None,
                      help="also compute the evaluation figures from this public data folder")
     run.set_defaults(handler=_run)
 

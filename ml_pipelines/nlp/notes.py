@@ -54,11 +54,6 @@ class Note:
     def processed(self) -> bool:
         return self.status in PROCESSED
 
-    @property
-    def reference(self) -> str:
-        """A non-identifying id of the attachment: ``<resource type>/<id>#<index>``."""
-        return f"{self.resource_type}/{self.document_id}#{self.attachment_index}"
-
 
 class _TextOfHtml(HTMLParser):
     _SKIPPED = {"script", "style", "head", "title"}

@@ -4,7 +4,8 @@ Settings read (``[nlp]``): ``model_pack`` (a MedCAT pack to use instead of build
 ``synthea_concepts_dir`` (a shared data folder whose Synthea concept list widens the built concept
 database; empty: none), ``linker`` (``primary_name``, the default, or ``context``: MedCAT's
 context linker with a corpus vocabulary, trained on the notes), ``embeddings`` (embed notes with
-sentence-transformers; default true).
+sentence-transformers; default true), ``evaluation_data_dir`` (the public data folder the
+evaluation figures are computed from at each run; empty: only the Synthea coding check).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ def _flag(value: Any, *, name: str) -> bool:
     raise ConfigError(f"{name} must be true or false, not {value!r}")
 
 
-def run_pipeline(settings: Any, *, evaluation_data_dir: str = "") -> dict[str, Any]:
-    """Run the NLP pipeline on the lake of ``settings``; returns the figures it recorded."""
+def run_pipeline(settings: Any, *, evaluation_data_dir: str | None = None) -> dict[str, Any]:
+    """Run the NLP pipeline on the lake of ``settings``; returns the figures it recorded. The
+    evaluation figures are computed when ``evaluation_data_dir`` (else the setting
+    ``nlp.evaluation_data_dir``) names the public data folder."""
     from ml_pipelines.zenml_env import use_local_zenml
 
     use_local_zenml(settings.data_dir)
@@ -46,7 +49,8 @@ def run_pipeline(settings: Any, *, evaluation_data_dir: str = "") -> dict[str, A
         concepts_dir=str(settings.get("nlp.synthea_concepts_dir", "") or ""),
         linker=str(settings.get("nlp.linker", "primary_name") or "primary_name"),
         embeddings=_flag(settings.get("nlp.embeddings", True), name="nlp.embeddings"),
-        evaluation_data_dir=evaluation_data_dir,
+        evaluation_data_dir=str(
+            evaluation_data_dir or settings.get("nlp.evaluation_data_dir", "") or ""),
     )
     from zenml.client import Client
 
