@@ -154,9 +154,11 @@ def coded_resources_from_ndjson(folder: Path) -> Iterator[dict[str, Any]]:
                 yield from (json.loads(line) for line in handle if line.strip())
 
 
-def coded_resources_from_lake(lake: Any) -> Iterator[dict[str, Any]]:
+def coded_resources_from_lake(
+    lake: Any, *, types: tuple[str, ...] = tuple(CODED_TYPES)
+) -> Iterator[dict[str, Any]]:
     """Resources of the coded types in the lake's bronze tables; missing tables are skipped."""
-    for resource_type in CODED_TYPES:
+    for resource_type in types:
         identifier = f"bronze.{resource_type.lower()}"
         if not lake.has_table(identifier):
             continue

@@ -6,6 +6,7 @@ reference (id, hash, concept-database version, where the pack lies) and counts: 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -61,11 +62,15 @@ def prepare_model(
         training_texts=lambda: (note.text for note in notes_from_lake(lake) if note.processed),
     )
     target = save_to_lake(model, lake.fs)
-    reference = _reference(model, source="built", pack=target)
-    reference["systems"] = model.systems
-    reference["condition_codes"] = sorted(
-        c.code for c in concepts.concepts.values() if "Condition" in c.sources)
-    return reference
+    # The concept ids' systems go into the lake next to the pack, not into ZenML's store: which
+    # codes a lake holds says something about its patients.
+    with lake.fs.open(_systems_path(target), "wb") as handle:
+        handle.write(json.dumps(model.systems, sort_keys=True).encode())
+    return _reference(model, source="built", pack=target)
+
+
+def _systems_path(pack: str) -> str:
+    return pack.removesuffix(".zip") + ".systems.json"
 
 
 def _reference(model: NlpModel, *, source: str, pack: str) -> dict[str, Any]:
@@ -97,7 +102,8 @@ def load_model(lake: Any, reference: dict[str, Any]) -> NlpModel:
         )
     model.model_id = reference["model_id"]
     model.cdb_version = reference["cdb_version"]
-    model.systems = dict(reference.get("systems") or {})
+    with lake.fs.open(_systems_path(reference["pack"]), "rb") as handle:
+        model.systems = json.loads(handle.read())
     return model
 
 
@@ -136,6 +142,6 @@ def coding_check(lake: Any, reference: dict[str, Any], *, run_id: str) -> dict[s
         columns=("encounter_id", "concept_system", "concept_code", "context"),
     ).to_pylist() if lake.has_table(tables.MENTIONS) else []
     conditions = encounter_conditions(
-        r for r in coded_resources_from_lake(lake) if r.get("resourceType") == "Condition")
-    return synthea_coding_check(
-        mentions, conditions, condition_codes=set(reference.get("condition_codes") or []))
+        r for r in coded_resources_from_lake(lake, types=("Condition",)))
+    condition_codes = {code for _, code in conditions}
+    return synthea_coding_check(mentions, conditions, condition_codes=condition_codes)

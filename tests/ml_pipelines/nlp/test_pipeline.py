@@ -37,3 +37,9 @@ def test_pipeline_writes_tables_and_records_a_model_version(notes_lake):
     assert len(embeddings) == 16
     assert {len(row["embedding"]) for row in embeddings} == {384}
     assert sum(value * value for value in embeddings[0]["embedding"]) == pytest.approx(1.0, 1e-5)
+
+    # ZenML's store is plaintext by design: no code, document id or patient key may reach it
+    zenml_bytes = b"".join(
+        path.read_bytes() for path in (notes_lake.data_dir / "zenml").rglob("*") if path.is_file())
+    for value in ("38341003", "edge-html", mentions[0]["patient_key"]):
+        assert value.encode() not in zenml_bytes
