@@ -43,3 +43,8 @@ def test_pipeline_writes_tables_and_records_a_model_version(notes_lake):
         path.read_bytes() for path in (notes_lake.data_dir / "zenml").rglob("*") if path.is_file())
     for value in ("38341003", "edge-html", mentions[0]["patient_key"]):
         assert value.encode() not in zenml_bytes
+
+    from ml_pipelines.nlp.erase import erase_patient
+
+    assert erase_patient(notes_lake, mentions[0]["patient_key"]) == 175 + 20 + 16
+    assert [notes_lake.count(table) for table in tables.TABLES] == [0, 0, 0]

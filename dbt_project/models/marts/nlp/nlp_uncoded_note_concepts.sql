@@ -1,6 +1,7 @@
--- Concepts the notes affirm for a patient that no Condition of that patient codes: candidate
--- care gaps for review. Only concepts that are condition codes somewhere in the lake count, so
--- a medication or a procedure named in a note is not reported as a missing diagnosis.
+-- Concepts the notes affirm for a patient that no Condition of that patient
+-- codes: candidate care gaps for review. Only concepts that are condition codes
+-- somewhere in the lake count, so a medication or a procedure named in a note
+-- is not reported as a missing diagnosis.
 
 with
 

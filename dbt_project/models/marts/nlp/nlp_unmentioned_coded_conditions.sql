@@ -1,6 +1,7 @@
--- Conditions coded for a patient that no note of that patient affirms: coding that the notes do
--- not support, or notes that leave a diagnosis out. Patients with no mention in any note are
--- left out, since for them "never mentioned" says nothing.
+-- Conditions coded for a patient that no note of that patient affirms: coding
+-- that the notes do not support, or notes that leave a diagnosis out. Patients
+-- with no mention in any note are left out, since for them "never mentioned"
+-- says nothing.
 
 with
 
@@ -70,7 +71,8 @@ final as (
     left join affirmed_concepts
         on
             patient_conditions.patient_key = affirmed_concepts.patient_key
-            and patient_conditions.code_system = affirmed_concepts.concept_system
+            and patient_conditions.code_system
+            = affirmed_concepts.concept_system
             and patient_conditions.code = affirmed_concepts.concept_code
 
     where affirmed_concepts.patient_key is null
