@@ -212,3 +212,41 @@ def test_two_loads_at_once_do_not_corrupt_the_catalog(tmp_path):
     assert lake.count("bronze.encounter") == 123
     assert lake.count("bronze.organization") == lake.read_arrow(
         "bronze.organization").num_rows
+
+
+def test_forget_after_a_full_run_reaches_every_stage(full_run, tmp_path):
+    """Runs last on the shared run: one sample patient erased from everything every stage wrote."""
+    data_dir, _, _, _ = full_run
+    env = dict(os.environ, CARELAKE_KEYS__KEY_DIR=str(data_dir.parent / "keys"),
+               PYTHONPATH=str(REPO))
+    patient = json.loads((SAMPLE / "fhir" / "bulk" / "Patient.000.ndjson").read_text()
+                         .splitlines()[0])
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "--data-dir", str(data_dir),
+                           "forget", "--source-id", f"Patient/{patient['id']}"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout[done.stdout.index("{"):])
+    assert report["key_destroyed"] is True
+    assert report["rows"]["bronze"] > 0
+
+    from infra.lake import Lake
+    from infra.settings import load_settings
+
+    os.environ["CARELAKE_KEYS__KEY_DIR"] = env["CARELAKE_KEYS__KEY_DIR"]
+    lake = Lake.open(load_settings(data_dir=data_dir))
+    keyed = []
+    for namespace in sorted({ns[0] for ns in lake.catalog.list_namespaces()}):
+        for identifier in lake.tables(namespace):
+            if "patient_key" in lake.table(identifier).schema().column_names:
+                keyed.append(identifier)
+                assert lake.count(identifier, f"patient_key == '{report['patient_key']}'") == 0
+    assert "bronze.patient" in keyed
+    for name, rows in report["rows"].items():
+        assert rows >= 0, name
+
+    sentinels = tmp_path / "patient.txt"
+    values = [patient["id"], patient["name"][0]["family"], *patient["address"][0]["line"]]
+    sentinels.write_text("\n".join(value for value in values if len(value) >= 4) + "\n")
+    scan = subprocess.run([sys.executable, str(PHI_SCAN), str(data_dir), "--sentinels",
+                           str(sentinels)], capture_output=True, text=True)
+    assert scan.returncode == 0, scan.stdout[-2000:]
