@@ -11,6 +11,7 @@ large enough to matter.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,7 +52,12 @@ class FeatureDrift:
     bins: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As a dict; an infinite statistic (Fisher's odds ratio with an empty cell) is None."""
+        record = asdict(self)
+        for key, value in record.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                record[key] = None
+        return record
 
 
 @dataclass
@@ -116,8 +122,8 @@ def compare(
     reference = reference.aligned_with(current)
     current = current.aligned_with(reference)
     records: list[FeatureDrift] = []
-    appeared: list[str] = []
-    disappeared: list[str] = []
+    appeared: list[tuple[int, str]] = []
+    disappeared: list[tuple[int, str]] = []
     untested = 0
 
     for column in reference.numeric:
@@ -130,25 +136,23 @@ def compare(
         reference_hits = int(reference.frame[column].sum())
         current_hits = int(current.frame[column].sum())
         if reference_hits == 0 and current_hits > 0:
-            appeared.append(
-                naming.describe_appeared(
+            appeared.append((current_hits, naming.describe_appeared(
                     reference.label(column),
                     unit_noun=reference.unit_noun,
                     reference_total=len(reference.frame),
                     current_hits=current_hits,
                     current_total=len(current.frame),
-                )
-            )
+                ),
+            ))
         elif current_hits == 0 and reference_hits > 0:
-            disappeared.append(
-                naming.describe_disappeared(
+            disappeared.append((reference_hits, naming.describe_disappeared(
                     reference.label(column),
                     unit_noun=reference.unit_noun,
                     reference_hits=reference_hits,
                     reference_total=len(reference.frame),
                     current_total=len(current.frame),
-                )
-            )
+                ),
+            ))
         if reference_hits + current_hits < config.min_count:
             untested += 1
             continue
@@ -174,8 +178,8 @@ def compare(
         unit_noun=reference.unit_noun,
         config=config,
         features=records,
-        appeared=appeared,
-        disappeared=disappeared,
+        appeared=[line for _, line in sorted(appeared, key=lambda pair: -pair[0])],
+        disappeared=[line for _, line in sorted(disappeared, key=lambda pair: -pair[0])],
         untested=untested,
     )
     logger.info(

@@ -25,6 +25,11 @@ class DriftConfig:
     - ``model_drop``: the drop in a model metric (recall, AUROC) that counts as model drift.
     - ``holdout_share``: share of the current window's patients kept out of retraining.
     - ``false_alarm_splits``: random splits used to measure the false-alarm rate.
+    - ``reference``, ``current``: window specs ("2019", "2011..2019", "2021.."); empty picks
+      the latest window with ``min_window_units`` units as current and all before it as
+      reference.
+    - ``retrain``: run the retraining pipeline when drift is found.
+    - ``seed``: seed of the random splits and of the held-out patient hash.
     """
 
     window: str = "year"
@@ -37,6 +42,10 @@ class DriftConfig:
     model_drop: float = 0.05
     holdout_share: float = 0.3
     false_alarm_splits: int = 200
+    reference: str = ""
+    current: str = ""
+    min_window_units: int = 50
+    retrain: bool = True
     seed: int = 7
 
     def __post_init__(self) -> None:

@@ -33,15 +33,26 @@ def _whylogs():
     return whylogs
 
 
-def profile_frame(features: FeatureSet) -> Any:
+def profiled_columns(features: FeatureSet, *, min_count: int) -> list[str]:
+    """Numeric and categorical features, and the flags set in at least ``min_count`` units."""
+    flags = [c for c in features.flags if int(features.frame[c].sum()) >= min_count]
+    return [*features.numeric, *features.categorical, *flags]
+
+
+def profile_frame(features: FeatureSet, *, columns: list[str] | None = None) -> Any:
     """A whylogs ``DatasetProfileView`` of the feature columns of ``features``."""
-    frame = pd.DataFrame(index=features.frame.index)
-    for column in features.numeric:
-        frame[column] = features.frame[column].astype(float)
-    for column in features.categorical:
-        frame[column] = features.frame[column].astype("string").fillna("unknown").astype(object)
-    for column in features.flags:
-        frame[column] = features.frame[column].astype("int64")
+    wanted = columns if columns is not None else list(features.features)
+    parts = {}
+    for column in wanted:
+        values = features.frame[column]
+        kind = features.kind(column)
+        if kind == "numeric":
+            parts[column] = values.astype(float)
+        elif kind == "categorical":
+            parts[column] = values.astype("string").fillna("unknown").astype(object)
+        else:
+            parts[column] = values.astype("int64")
+    frame = pd.DataFrame(parts, index=features.frame.index)
     return _whylogs().log(pandas=frame).view()
 
 
@@ -71,14 +82,20 @@ def read_profile(fs: Any, path: str) -> Any:
 
 
 def store_window_profiles(
-    fs: Any, features: FeatureSet, windows: dict[str, FeatureSet], *, run_id: str
+    fs: Any,
+    features: FeatureSet,
+    windows: dict[str, FeatureSet],
+    *,
+    run_id: str,
+    min_count: int,
 ) -> dict[str, str]:
-    """Profile each window and store it; returns window -> profile path."""
+    """Profile each window over the same columns and store it; returns window -> path."""
+    columns = profiled_columns(features, min_count=min_count)
     paths: dict[str, str] = {}
     total = 0
     for window, window_features in windows.items():
         path = profile_path(features.name, window, run_id)
-        total += write_profile(fs, path, profile_frame(window_features))
+        total += write_profile(fs, path, profile_frame(window_features, columns=columns))
         paths[window] = path
     logger.info(
         "stored %d whylogs profiles of %s for run %s (%d bytes)",
@@ -102,10 +119,13 @@ def whylogs_scores(
     )
 
     scores: dict[str, dict[str, float | None]] = {}
+    present = set(reference_view.get_columns()) & set(current_view.get_columns())
+    numeric = [column for column in features.numeric if column in present]
+    discrete = [c for c in (*features.categorical, *features.flags) if c in present]
     runs = {
-        "ks": {column: KS() for column in features.numeric},
-        "hellinger": {column: Hellinger() for column in features.numeric},
-        "chi-square": {column: ChiSquare() for column in (*features.categorical, *features.flags)},
+        "ks": {column: KS() for column in numeric},
+        "hellinger": {column: Hellinger() for column in numeric},
+        "chi-square": {column: ChiSquare() for column in discrete},
     }
     for algorithm, drift_map in runs.items():
         if not drift_map:

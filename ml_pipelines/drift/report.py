@@ -21,6 +21,7 @@ from ml_pipelines.drift.windows import WINDOW_COLUMN
 REPORT_ROOT = "reports/drift"
 MAX_PLOTS = 16
 MAX_TREND_LINES = 6
+MAX_LISTED = 15
 METHOD_NOTE = (
     "Decisions use exact tests on the data, not whylogs' sketch-based p-values: a two-sample "
     "Kolmogorov-Smirnov test on raw values for numeric features, and Fisher's exact test or a "
@@ -118,20 +119,25 @@ def render_html(document: dict[str, Any]) -> str:
         parts.append("<h2>What changed</h2><ul class='named'>")
         parts.extend(f"<li>{escape(item['description'])}</li>" for item in drifted)
         parts.append("</ul>")
-    if document["appeared"]:
-        parts.append("<h2>Appeared since the reference</h2><ul>")
-        parts.extend(f"<li>{escape(line)}</li>" for line in document["appeared"])
-        parts.append("</ul>")
-    if document["disappeared"]:
-        parts.append("<h2>Gone since the reference</h2><ul>")
-        parts.extend(f"<li>{escape(line)}</li>" for line in document["disappeared"])
-        parts.append("</ul>")
+    parts.append(_listing("Appeared since the reference", document["appeared"]))
+    parts.append(_listing("Gone since the reference", document["disappeared"]))
     parts.append(_trend_section(document))
     parts.append(_distribution_section(document, drifted))
     parts.append(_false_alarm_section(document))
     parts.append(_model_section(document))
     parts.append(_table(document))
     parts.append(f"<p class='method'>{escape(document['method'])}</p></body></html>")
+    return "".join(parts)
+
+
+def _listing(heading: str, lines: list[str]) -> str:
+    if not lines:
+        return ""
+    parts = [f"<h2>{escape(heading)}</h2><ul>"]
+    parts.extend(f"<li>{escape(line)}</li>" for line in lines[:MAX_LISTED])
+    if len(lines) > MAX_LISTED:
+        parts.append(f"<li>and {len(lines) - MAX_LISTED} more (in the JSON report)</li>")
+    parts.append("</ul>")
     return "".join(parts)
 
 

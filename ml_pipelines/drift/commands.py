@@ -1,0 +1,112 @@
+"""``carelake drift run|report|gate``: run the drift pipelines, export a report, apply the gate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from infra.errors import ConfigError
+from infra.settings import load_settings
+from ml_pipelines.drift import lake_io
+from ml_pipelines.drift.config import GATE_MODES
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    drift = subparsers.add_parser("drift", help="clinical drift: profiles, reports, gate, retraining")
+    commands = drift.add_subparsers(dest="drift_command", required=True)
+
+    run = commands.add_parser("run", help="run the drift pipeline (and retraining on drift)")
+    _common(run)
+    run.add_argument("--reference", default=None, help='reference windows, e.g. "2011..2019"')
+    run.add_argument("--current", default=None, help='current windows, e.g. "2021.."')
+    run.add_argument("--window", choices=("month", "quarter", "year"), default=None)
+    run.add_argument("--gate", choices=GATE_MODES, default=None)
+    run.add_argument("--no-retrain", action="store_true", help="do not retrain on drift")
+    run.set_defaults(handler=handle_run)
+
+    report = commands.add_parser("report", help="write a decrypted copy of a drift report")
+    _common(report)
+    report.add_argument("--out", required=True, type=Path, help="file to write (.html or .json)")
+    report.add_argument("--run", default=None, help="run id (default: the latest)")
+    report.set_defaults(handler=handle_report)
+
+    gate = commands.add_parser("gate", help="apply the gate to the latest report")
+    _common(gate)
+    gate.add_argument("--gate", choices=GATE_MODES, default=None)
+    gate.set_defaults(handler=handle_gate)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=None, help="the lake's data folder")
+
+
+def _lake(args: argparse.Namespace) -> Any:
+    from infra.lake import Lake
+
+    return Lake.open(load_settings(data_dir=args.data_dir), create=False)
+
+
+def handle_run(args: argparse.Namespace) -> int:
+    from ml_pipelines.drift.stage import run_pipelines
+
+    lake = _lake(args)
+    overrides = {
+        key: value
+        for key, value in {
+            "reference": args.reference,
+            "current": args.current,
+            "window": args.window,
+            "gate": args.gate,
+        }.items()
+        if value is not None
+    }
+    details = run_pipelines(str(lake.data_dir), overrides=overrides, retrain=not args.no_retrain)
+    summary = details["drift"]
+    print(
+        f"drift {summary['current']} against {summary['reference']}: "
+        f"{summary['drifted_features']} features drifted; report {summary['report_html']}"
+    )
+    if details["retrain"]:
+        decision = details["retrain"]
+        print(
+            f"retrained: held-out Brier {decision['holdout_brier']:.5f} against production "
+            f"{decision.get('production_holdout_brier')}; "
+            f"{'promoted' if decision['promoted'] else 'kept production'}"
+        )
+    return 0 if summary["passed"] else 1
+
+
+def _report_path(lake: Any, run_id: str | None, *, suffix: str) -> str:
+    json_path = lake_io.latest_report(lake)
+    if run_id:
+        json_path = lake_io.report_paths("encounters", run_id)[0]
+    return json_path if suffix == ".json" else json_path.replace("report.json", "report.html")
+
+
+def handle_report(args: argparse.Namespace) -> int:
+    suffix = args.out.suffix.lower()
+    if suffix not in {".html", ".json"}:
+        raise ConfigError(f"--out {args.out} must end in .html or .json (which report to write)")
+    lake = _lake(args)
+    path = _report_path(lake, args.run, suffix=suffix)
+    data = lake_io.read_file(lake, path)
+    args.out.write_bytes(data)
+    print(f"wrote a decrypted copy of {path} to {args.out} ({len(data)} bytes); it is plaintext")
+    return 0
+
+
+def handle_gate(args: argparse.Namespace) -> int:
+    lake = _lake(args)
+    document = json.loads(lake_io.read_file(lake, lake_io.latest_report(lake)))
+    mode = args.gate or document["config"]["gate"]
+    for line in document["gate"]["lines"]:
+        print(line)
+    failed = document["gate"]["drift"] and mode == "fail"
+    print(f"gate ({mode}): {'fails' if failed else 'passes'}", file=sys.stderr if failed else None)
+    return 1 if failed else 0

@@ -1,0 +1,165 @@
+"""One drift run over a feature set: windows, profiles, comparison, report, gate.
+
+``stage.py``, the ZenML steps and the command line all call these functions; each takes the
+lake and returns references (paths, table names) and numbers, never patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from infra.errors import StageUnavailable
+from ml_pipelines.drift import compare, lake_io, profiles, report, windows
+from ml_pipelines.drift.config import DriftConfig
+from ml_pipelines.drift.features import FeatureSet
+from ml_pipelines.drift.gate import evaluate_gate
+
+logger = logging.getLogger(__name__)
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def choose_windows(features: FeatureSet, *, config: DriftConfig) -> tuple[str, str]:
+    """The configured reference and current specs, or the latest well-filled window and all
+    windows before it."""
+    if config.reference and config.current:
+        return config.reference, config.current
+    counts = features.frame[windows.WINDOW_COLUMN].value_counts().sort_index()
+    filled = [name for name, count in counts.items() if count >= config.min_window_units]
+    current = config.current or (filled[-1] if filled else "")
+    earlier = [name for name in counts.index if name < current]
+    if not current or not earlier:
+        raise StageUnavailable(
+            f"drift needs two windows of {features.unit_noun}; {len(counts)} windows hold "
+            f"{int(counts.sum())} in all and {len(filled)} reach drift.min_window_units "
+            f"({config.min_window_units}): load more data or set drift.reference and drift.current"
+        )
+    return config.reference or f"..{earlier[-1]}", current
+
+
+@dataclass(frozen=True)
+class DriftRun:
+    run_id: str
+    reference: str
+    current: str
+    has_drift: bool
+    passed: bool
+    drifted: list[str]
+    metrics_rows: int
+    profile_paths: dict[str, str]
+    report_json: str
+    report_html: str
+    gate_lines: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "reference": self.reference,
+            "current": self.current,
+            "has_drift": self.has_drift,
+            "passed": self.passed,
+            "drifted_features": len(self.drifted),
+            "metrics_rows": self.metrics_rows,
+            "profiles": len(self.profile_paths),
+            "report_json": self.report_json,
+            "report_html": self.report_html,
+        }
+
+
+def run_drift(
+    lake: Any,
+    features: FeatureSet,
+    *,
+    config: DriftConfig,
+    run_id: str,
+    model_drift: list[dict[str, Any]] | None = None,
+) -> DriftRun:
+    """Profile every window, compare current with reference, store metrics and the report."""
+    windowed = windows.with_windows(features, window=config.window)
+    reference_spec, current_spec = choose_windows(windowed, config=config)
+    reference = windows.select(windowed, reference_spec)
+    current = windows.select(windowed, current_spec)
+
+    counts = windowed.frame[windows.WINDOW_COLUMN].value_counts()
+    filled = sorted(name for name, count in counts.items() if count >= config.min_window_units)
+    per_window = {name: windows.select(windowed, name) for name in filled}
+    per_window.update({f"reference-{reference_spec}": reference, f"current-{current_spec}": current})
+    paths = profiles.store_window_profiles(
+        lake.fs, windowed, per_window, run_id=run_id, min_count=config.min_count
+    )
+
+    comparison = compare.compare(
+        reference, current, config=config, reference_name=reference_spec, current_name=current_spec
+    )
+    sketch_scores = profiles.whylogs_scores(
+        profiles.read_profile(lake.fs, paths[f"reference-{reference_spec}"]),
+        profiles.read_profile(lake.fs, paths[f"current-{current_spec}"]),
+        reference.aligned_with(current),
+    )
+    false_alarms = compare.false_alarm_rate(
+        reference, config=config, splits=config.false_alarm_splits
+    )
+    outcome = evaluate_gate(comparison, mode=config.gate, model_drift=model_drift)
+    rows = lake_io.write_metrics(lake, comparison, run_id=run_id, whylogs=sketch_scores)
+
+    document = report.build_report(
+        comparison,
+        run_id=run_id,
+        features=windowed,
+        whylogs=sketch_scores,
+        false_alarms=false_alarms.as_json(),
+        model_drift=model_drift,
+        gate=outcome.as_json(),
+        profiles=paths,
+    )
+    json_path, html_path = lake_io.report_paths(features.name, run_id)
+    lake_io.write_file(lake, json_path, report.to_json(document))
+    lake_io.write_file(lake, html_path, report.render_html(document).encode("utf-8"))
+    _record_audit(
+        lake,
+        run_id=run_id,
+        feature_set=features.name,
+        has_drift=comparison.has_drift,
+        drifted_features=len(comparison.drifted),
+    )
+
+    logger.info(
+        "drift run %s over %s: %s against %s, %d drifted of %d features, gate %s",
+        run_id,
+        features.name,
+        current_spec,
+        reference_spec,
+        len(comparison.drifted),
+        len(comparison.features),
+        "passes" if outcome.passed else "fails",
+    )
+    return DriftRun(
+        run_id=run_id,
+        reference=reference_spec,
+        current=current_spec,
+        has_drift=outcome.drift,
+        passed=outcome.passed,
+        drifted=[item.feature for item in comparison.drifted],
+        metrics_rows=rows,
+        profile_paths=paths,
+        report_json=json_path,
+        report_html=html_path,
+        gate_lines=outcome.lines,
+    )
+
+
+def _record_audit(lake: Any, **fields: Any) -> None:
+    """Append the run to the audit log: counts and flags only, no patient data."""
+    try:
+        audit = lake.audit
+    except ModuleNotFoundError as error:
+        if error.name != "infra.audit":
+            raise
+        logger.warning("this build has no audit log (infra.audit); the drift run is not audited")
+        return
+    audit.append("drift_run", **fields)

@@ -1,0 +1,59 @@
+"""The drift stage of ``carelake run``: the ZenML drift pipeline, then retraining on drift."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from infra.errors import StageUnavailable
+from infra.stages import StageContext, StageResult
+from ml_pipelines.drift.config import DriftConfig
+from ml_pipelines.drift.run import new_run_id
+
+logger = logging.getLogger(__name__)
+
+
+def run_pipelines(data_dir: str, *, overrides: dict[str, Any], retrain: bool) -> dict[str, Any]:
+    """Run the drift pipeline and, on drift, the retraining one; returns their numbers."""
+    from ml_pipelines.zenml_env import use_local_zenml
+
+    use_local_zenml(data_dir)
+    try:
+        from ml_pipelines.pipelines.drift import drift_pipeline
+        from ml_pipelines.pipelines.retrain import retrain_pipeline
+    except ModuleNotFoundError as error:
+        raise StageUnavailable(f"ZenML cannot be loaded here ({error.name}): install zenml") from None
+
+    run_id = new_run_id()
+    drift_run = drift_pipeline(data_dir=data_dir, run_id=run_id, overrides=overrides)
+    summary = dict(drift_run.steps["detect_drift"].output.load())
+    details: dict[str, Any] = {"drift": summary, "retrain": None}
+    if summary["has_drift"] and retrain:
+        retrain_run = retrain_pipeline(
+            data_dir=data_dir, current=summary["current"], overrides=overrides
+        )
+        details["retrain"] = dict(retrain_run.steps["train_and_evaluate"].output.load())
+    return details
+
+
+def run(context: StageContext) -> StageResult:
+    config = DriftConfig.from_settings(context.settings)
+    details = run_pipelines(str(context.lake.data_dir), overrides={}, retrain=config.retrain)
+    summary = details["drift"]
+    counts = {
+        "drifted_features": summary["drifted_features"],
+        "metrics_rows": summary["metrics_rows"],
+        "profiles": summary["profiles"],
+        "retrained": details["retrain"] is not None,
+        "promoted": bool(details["retrain"] and details["retrain"]["promoted"]),
+    }
+    if not summary["passed"]:
+        return StageResult(
+            status="failed",
+            details=counts,
+            reason=(
+                f"drift gate failed: {summary['drifted_features']} features drifted in "
+                f"{summary['current']} against {summary['reference']}; see carelake drift report"
+            ),
+        )
+    return StageResult(status="ok", details=counts)
