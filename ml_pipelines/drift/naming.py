@@ -41,8 +41,10 @@ def describe_numeric(
     if change == 0:
         return f"median {label} unchanged at {number(reference_median)}{suffix}"
     direction = "up" if change > 0 else "down"
+    amount = number(abs(change))
+    unit_there = suffix[:-1] if amount == "1" and suffix.endswith("s") else suffix
     return (
-        f"median {label} {direction} {number(abs(change))}{suffix} "
+        f"median {label} {direction} {amount}{unit_there} "
         f"(from {number(reference_median)} to {number(current_median)})"
     )
 
