@@ -132,9 +132,12 @@ def compare(
             records.append(record)
     for column in reference.categorical:
         records.append(_compare_categorical(reference, current, column))
-    for column in reference.flags:
-        reference_hits = int(reference.frame[column].sum())
-        current_hits = int(current.frame[column].sum())
+    flags = list(reference.flags)
+    reference_sums = reference.frame[flags].sum(axis=0) if flags else {}
+    current_sums = current.frame[flags].sum(axis=0) if flags else {}
+    for column in flags:
+        reference_hits = int(reference_sums[column])
+        current_hits = int(current_sums[column])
         if reference_hits == 0 and current_hits > 0:
             appeared.append((current_hits, naming.describe_appeared(
                     reference.label(column),

@@ -13,6 +13,7 @@ thing for ages, sexes, encounter classes and condition flags.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -141,15 +142,29 @@ def homogeneity_test(reference_counts: np.ndarray, current_counts: np.ndarray) -
         if expected.min() < MIN_EXPECTED:
             result = stats.fisher_exact(merged)
             return TestResult("fisher", float(result.statistic), float(result.pvalue))
+        return _chi_square_two_by_two(merged)
     chi2 = stats.chi2_contingency(merged, correction=False)
     return TestResult("chi-square", float(chi2.statistic), float(chi2.pvalue))
+
+
+def _chi_square_two_by_two(table: np.ndarray) -> TestResult:
+    """Pearson's chi-square of a 2 x 2 table in closed form (one degree of freedom)."""
+    (a, b), (c, d) = table.astype(float)
+    total = a + b + c + d
+    statistic = total * (a * d - b * c) ** 2 / ((a + b) * (c + d) * (a + c) * (b + d))
+    return TestResult("chi-square", statistic, math.erfc(math.sqrt(statistic / 2)))
+
+
+@functools.lru_cache(maxsize=8)
+def _z(confidence: float) -> float:
+    return float(stats.norm.ppf(0.5 + confidence / 2))
 
 
 def wilson_interval(successes: int, total: int, *, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion."""
     if total == 0:
         return 0.0, 1.0
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = _z(confidence)
     share = successes / total
     centre = (share + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
