@@ -1,0 +1,96 @@
+"""A drift run in an encrypted lake: profiles, metrics, reports, the report command, erasure."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from ml_pipelines.drift import commands, lake_io, profiles
+from ml_pipelines.drift.config import DriftConfig
+from ml_pipelines.drift.erase import erase_patient
+from ml_pipelines.drift.run import run_drift
+
+CONFIG = DriftConfig(reference="2011..2019", current="2021..", false_alarm_splits=20,
+                     min_window_units=100)
+
+
+@pytest.fixture(scope="module")
+def drift_lake(tmp_path_factory, encounters):
+    from conftest import make_lake
+
+    root = tmp_path_factory.mktemp("drift-lake")
+    lake = make_lake(root)
+    result = run_drift(lake, encounters, config=CONFIG, run_id="20261204T120000Z")
+    return lake, result
+
+
+def test_run_stores_metrics_profiles_and_reports(drift_lake):
+    lake, result = drift_lake
+
+    assert result.has_drift and result.passed and len(result.drifted) == 13
+    metrics = lake.read_arrow(lake_io.METRICS_TABLE)
+    assert metrics.num_rows == 98
+    assert sum(metrics.column("is_drifted").to_pylist()) == 13
+    assert sorted(result.profile_paths) == [
+        "1986", "1987", "1988", "1989", "current-2021..", "reference-2011..2019"
+    ]
+    reference_view = profiles.read_profile(lake.fs, result.profile_paths["reference-2011..2019"])
+    counts = reference_view.get_column("age_years").get_metric("counts").n.value
+    assert counts == 704
+    document = json.loads(lake_io.read_file(lake, result.report_json))
+    assert document["false_alarms"]["splits"] == 20
+    assert document["gate"]["lines"][1].startswith("thresholds: adjusted p <= 0.05 (bh)")
+
+
+def test_nothing_lands_in_plaintext(drift_lake):
+    lake, result = drift_lake
+    written = [path for path in Path(lake.data_dir).rglob("*") if path.is_file()]
+    for relative in (*result.profile_paths.values(), result.report_json, result.report_html):
+        raw = (Path(lake.data_dir) / relative).read_bytes()
+        assert raw[:4] == b"CLKE"
+    for path in written:
+        data = path.read_bytes()
+        assert b"COVID" not in data, path.relative_to(lake.data_dir)
+        if path.name in {"lake.json", "catalog.db"} or path.parts[-2] == "audit":
+            continue  # allow-listed, and the audit log's own per-entry ciphertext
+        assert data[:4] == b"CLKE", path.relative_to(lake.data_dir)
+
+
+def test_report_command_writes_a_decrypted_copy(drift_lake, tmp_path):
+    lake, result = drift_lake
+    out = tmp_path / "drift.html"
+    args = argparse.Namespace(data_dir=str(lake.data_dir), out=out, run=None)
+
+    assert commands.handle_report(args) == 0
+
+    assert out.read_bytes() == lake_io.read_file(lake, result.report_html)
+    assert "COVID-19 appeared" in out.read_text(encoding="utf-8")
+
+
+def test_gate_command_fails_only_in_fail_mode(drift_lake, capsys):
+    lake, _ = drift_lake
+    assert commands.handle_gate(argparse.Namespace(data_dir=str(lake.data_dir), gate="warn")) == 0
+    assert commands.handle_gate(argparse.Namespace(data_dir=str(lake.data_dir), gate="fail")) == 1
+    printed = capsys.readouterr().out
+    assert "effect_h >= 0.1" in printed
+
+
+def test_register_adds_the_drift_commands():
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["drift", "report", "--out", "x.html", "--data-dir", "d"])
+    assert args.handler is commands.handle_report and args.out == Path("x.html")
+
+
+def test_eraser_removes_profiles_and_reports(tmp_path, encounters):
+    from conftest import make_lake
+
+    lake = make_lake(tmp_path)
+    result = run_drift(lake, encounters, config=CONFIG, run_id="erase-run")
+
+    removed = erase_patient(lake, "any-patient-key")
+
+    assert removed == len(result.profile_paths) + 2
+    assert not lake.fs.find(profiles.PROFILE_ROOT)
+    assert lake.read_arrow(lake_io.METRICS_TABLE).num_rows == 98
