@@ -1,4 +1,7 @@
-"""``carelake drift run|report|gate``: run the drift pipelines, export a report, apply the gate."""
+"""``carelake drift run|report|gate``: run the drift pipelines, export a report, apply the gate.
+
+The lake comes from ``carelake``'s global ``--data-dir`` and ``--role`` options.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from infra.errors import ConfigError
-from infra.settings import load_settings
 from ml_pipelines.drift import lake_io
 from ml_pipelines.drift.config import GATE_MODES
 
@@ -22,7 +24,6 @@ def register(subparsers: Any) -> None:
     commands = drift.add_subparsers(dest="drift_command", required=True)
 
     run = commands.add_parser("run", help="run the drift pipeline (and retraining on drift)")
-    _common(run)
     run.add_argument("--reference", default=None, help='reference windows, e.g. "2011..2019"')
     run.add_argument("--current", default=None, help='current windows, e.g. "2021.."')
     run.add_argument("--window", choices=("month", "quarter", "year"), default=None)
@@ -31,25 +32,20 @@ def register(subparsers: Any) -> None:
     run.set_defaults(handler=handle_run)
 
     report = commands.add_parser("report", help="write a decrypted copy of a drift report")
-    _common(report)
     report.add_argument("--out", required=True, type=Path, help="file to write (.html or .json)")
     report.add_argument("--run", default=None, help="run id (default: the latest)")
     report.set_defaults(handler=handle_report)
 
     gate = commands.add_parser("gate", help="apply the gate to the latest report")
-    _common(gate)
     gate.add_argument("--gate", choices=GATE_MODES, default=None)
     gate.set_defaults(handler=handle_gate)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", default=None, help="the lake's data folder")
-
-
 def _lake(args: argparse.Namespace) -> Any:
-    from infra.lake import Lake
+    """The lake of the global ``--data-dir`` and ``--role`` options of ``carelake``."""
+    from infra.commands import open_lake
 
-    return Lake.open(load_settings(data_dir=args.data_dir), create=False)
+    return open_lake(args)
 
 
 def handle_run(args: argparse.Namespace) -> int:

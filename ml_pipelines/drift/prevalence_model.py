@@ -1,6 +1,6 @@
-"""The model the retraining pipeline owns: condition prevalence by age band and sex.
+"""The model the retraining pipeline owns: condition (or finding) prevalence by age band and sex.
 
-For each condition it estimates the chance that an encounter records it, per stratum (age band
+For each condition flag (``condition:...``, or ``finding:...`` of an image set) it estimates the chance that an encounter records it, per stratum (age band
 and sex), shrunk toward the window's overall prevalence so a small stratum is not trusted
 alone. It is the simplest predictive model that drift breaks: trained before 2020 it gives
 COVID-19 the floor probability; retrained on the current window it learns the new concept.
@@ -22,7 +22,7 @@ from ml_pipelines.drift.features import FeatureSet
 AGE_BANDS = (0, 18, 40, 65, 200)
 AGE_BAND_NAMES = ("0-17", "18-39", "40-64", "65+")
 SHRINKAGE = 2.0
-CONDITION_PREFIX = "condition:"
+TARGET_PREFIXES = ("condition:", "finding:")
 
 
 def strata(frame: pd.DataFrame) -> pd.Series:
@@ -80,7 +80,7 @@ class PrevalenceModel:
 def train(features: FeatureSet, *, window: str) -> PrevalenceModel:
     """Fit on every unit of ``features`` (the caller has removed the held-out patients)."""
     frame = features.frame
-    conditions = [column for column in features.flags if column.startswith(CONDITION_PREFIX)]
+    conditions = [column for column in features.flags if column.startswith(TARGET_PREFIXES)]
     rows = len(frame)
     floor = 0.5 / (rows + 1)
     keys = strata(frame)
@@ -119,7 +119,7 @@ def evaluate(model: PrevalenceModel, features: FeatureSet, *, conditions: list[s
 
 def evaluation_conditions(features: FeatureSet, *models: PrevalenceModel | None) -> list[str]:
     """The conditions both versions are scored on: any the held-out part or a model knows."""
-    seen = {c for c in features.flags if c.startswith(CONDITION_PREFIX) and features.frame[c].any()}
+    seen = {c for c in features.flags if c.startswith(TARGET_PREFIXES) and features.frame[c].any()}
     for model in models:
         if model is not None:
             seen |= set(model.conditions)

@@ -1,7 +1,8 @@
 """Retraining on drift: train on the current window, score on its held-out patients, promote.
 
-The candidate is trained on the current window without its held-out patients and scored there
-beside the production version; it is promoted only when its Brier score is lower. Both sets of
+A share of the current window's patients is held out by a stable hash of their key, with all
+their encounters. The candidate is trained on the rest of the window, so it has never seen
+them, and scored on them beside the production version; it is promoted only when its Brier score is lower. Both sets of
 metrics are kept with the version, promoted or not.
 """
 

@@ -120,8 +120,8 @@ def run_drift(
     json_path, html_path = lake_io.report_paths(features.name, run_id)
     lake_io.write_file(lake, json_path, report.to_json(document))
     lake_io.write_file(lake, html_path, report.render_html(document).encode("utf-8"))
-    _record_audit(
-        lake,
+    lake.audit.append(
+        "drift_run",
         run_id=run_id,
         feature_set=features.name,
         has_drift=comparison.has_drift,
@@ -152,14 +152,3 @@ def run_drift(
         gate_lines=outcome.lines,
     )
 
-
-def _record_audit(lake: Any, **fields: Any) -> None:
-    """Append the run to the audit log: counts and flags only, no patient data."""
-    try:
-        audit = lake.audit
-    except ModuleNotFoundError as error:
-        if error.name != "infra.audit":
-            raise
-        logger.warning("this build has no audit log (infra.audit); the drift run is not audited")
-        return
-    audit.append("drift_run", **fields)

@@ -56,14 +56,24 @@ def chestxray(shared_data: Path):
     return chestxray_features(shared_data / "nih-chestxray14-metadata")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _key_dir(tmp_path_factory):
+    """One key folder for the session's lakes, outside every data folder, named the way a user
+    would (the environment), so commands and ZenML steps that reopen a lake find its keys."""
+    previous = os.environ.get("CARELAKE_KEYS__KEY_DIR")
+    os.environ["CARELAKE_KEYS__KEY_DIR"] = str(tmp_path_factory.mktemp("keys"))
+    yield
+    if previous is None:
+        os.environ.pop("CARELAKE_KEYS__KEY_DIR", None)
+    else:
+        os.environ["CARELAKE_KEYS__KEY_DIR"] = previous
+
+
 def make_lake(root: Path):
     from infra.lake import Lake
     from infra.settings import load_settings
 
-    settings = load_settings(data_dir=root / "data").with_overrides(
-        **{"keys.key_dir": str(root / "keys")}
-    )
-    return Lake.open(settings)
+    return Lake.open(load_settings(data_dir=root / "data"))
 
 
 @pytest.fixture()
