@@ -103,3 +103,40 @@ def test_eraser_removes_profiles_and_reports(tmp_path, encounters):
     assert removed == len(result.profile_paths) + 2
     assert not lake.fs.find(profiles.PROFILE_ROOT)
     assert lake.read_arrow(lake_io.METRICS_TABLE).num_rows == 98
+
+
+def _rendered(name: str, replacements: dict[str, str]) -> str:
+    from conftest import REPO_ROOT
+
+    sql = (REPO_ROOT / "dbt_project" / "models" / "marts" / "drift" / f"{name}.sql").read_text()
+    for jinja, relation in replacements.items():
+        sql = sql.replace(jinja, relation)
+    assert "{{" not in sql
+    return sql
+
+
+def test_drift_marts_over_the_metrics_table(drift_lake):
+    lake, result = drift_lake
+    connection = lake.duckdb()
+    features_sql = _rendered(
+        "drift_features",
+        {"{{ source('ml', 'drift_metrics') }}": lake.scan_sql(lake_io.METRICS_TABLE)},
+    )
+    connection.execute(f"create temp view drift_features as {features_sql}")
+    runs_sql = _rendered("drift_runs", {"{{ ref('drift_features') }}": "drift_features"})
+
+    rows = connection.execute(runs_sql).fetchall()
+
+    assert len(rows) == 1
+    (run_id, feature_set, _, reference, current, tested, drifted, largest, change, key,
+     has_drift) = rows[0]
+    assert (key, run_id, feature_set) == (
+        "20261204T120000Z:encounters", "20261204T120000Z", "encounters"
+    )
+    assert (reference, current, tested, drifted, has_drift) == ("2011..2019", "2021..", 98, 13, True)
+    assert change == "median age down 4.2 years (from 40.5 to 36.3)"
+    assert round(largest, 3) == 1.366
+    ranks = connection.execute(
+        "select count(distinct drift_feature_key), max(effect_rank) from drift_features"
+    ).fetchone()
+    assert ranks == (98, 98)
