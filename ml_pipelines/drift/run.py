@@ -16,6 +16,7 @@ from ml_pipelines.drift import compare, lake_io, profiles, report, windows
 from ml_pipelines.drift.config import DriftConfig
 from ml_pipelines.drift.features import FeatureSet
 from ml_pipelines.drift.gate import evaluate_gate
+from ml_pipelines.drift.model_drift import nlp_recall_drift
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ def run_drift(
     run_id: str,
     model_drift: list[dict[str, Any]] | None = None,
 ) -> DriftRun:
-    """Profile every window, compare current with reference, store metrics and the report."""
+    """Profile every window, compare current with reference, store metrics and the report.
+
+    ``model_drift`` rows (see ``model_drift.metric_drop``) join the gate; when None, the NLP
+    model's recall against coded conditions is measured from the lake's NLP tables.
+    """
     windowed = windows.with_windows(features, window=config.window)
     reference_spec, current_spec = choose_windows(windowed, config=config)
     reference = windows.select(windowed, reference_spec)
@@ -101,6 +106,15 @@ def run_drift(
         profiles.read_profile(lake.fs, paths[f"current-{current_spec}"]),
         reference.aligned_with(current),
     )
+    if model_drift is None:
+        model_drift = nlp_recall_drift(
+            lake,
+            reference,
+            current,
+            reference_window=reference_spec,
+            current_window=current_spec,
+            threshold=config.model_drop,
+        )
     false_alarms = compare.false_alarm_rate(
         reference, config=config, splits=config.false_alarm_splits
     )
