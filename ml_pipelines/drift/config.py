@@ -70,7 +70,24 @@ class DriftConfig:
             raise ConfigError(
                 f"[drift] has unknown settings {unknown}: known ones are {sorted(known)}"
             )
-        return cls(**values)
+        return cls(**{name: _typed(name, value) for name, value in values.items()})
 
     def as_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _typed(name: str, value: Any) -> Any:
+    """A value of the default's type: environment variables arrive as text."""
+    default = getattr(DriftConfig, name)
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+                raise ValueError(value)
+            return value.lower() in {"true", "1", "yes", "on"}
+        return type(default)(value)
+    except ValueError:
+        raise ConfigError(
+            f"drift.{name} is {value!r}: use a {type(default).__name__} like {default!r}"
+        ) from None

@@ -1,44 +1,57 @@
-"""The ZenML drift and retraining pipelines over a lake ingested from the real FHIR files."""
+"""The drift stage: ZenML drift and retraining pipelines over a lake ingested from FHIR files."""
 
 import pytest
 
-OVERRIDES = {
-    "reference": "2011..2019",
-    "current": "2021..",
-    "false_alarm_splits": 20,
-    "min_window_units": 100,
+# Set the way a user would, through the environment; the steps reopen the lake and see them too.
+SETTINGS = {
+    "CARELAKE_DRIFT__REFERENCE": "2011..2019",
+    "CARELAKE_DRIFT__CURRENT": "2021..",
+    "CARELAKE_DRIFT__FALSE_ALARM_SPLITS": "20",
+    "CARELAKE_DRIFT__MIN_WINDOW_UNITS": "100",
 }
 
 
 @pytest.mark.slow
-def test_drift_triggers_a_new_model_version_kept_with_its_metrics(tmp_path, shared_data):
+def test_drift_stage_makes_model_versions_kept_with_their_metrics(
+    tmp_path, shared_data, monkeypatch
+):
     from conftest import make_lake
     from dlt_pipelines.fhir.pipeline import ingest
+    from infra.stages import StageContext
 
+    for name, value in SETTINGS.items():
+        monkeypatch.setenv(name, value)
     lake = make_lake(tmp_path)
     ingest(lake, [shared_data / "synthea-bulk-ndjson-10-patients",
                   shared_data / "synthea-r4-bundles-smart" / "bundles"], workers=1)
 
-    from ml_pipelines.drift.stage import run_pipelines
+    from ml_pipelines.drift import stage
 
-    details = run_pipelines(str(lake.data_dir), overrides=OVERRIDES, retrain=True)
+    result = stage.run(StageContext(settings=lake.settings, lake=lake, sources=[]))
 
-    summary = details["drift"]
-    assert summary["has_drift"] and summary["drifted_features"] == 13
-    assert summary["metrics_rows"] == 98
-    first = details["retrain"]
-    assert first["promoted"] and first["production_version"] is None
+    assert result.status == "ok"
+    assert result.details == {
+        "drifted_features": 13,
+        "metrics_rows": 98,
+        "profiles": 6,
+        "retrained": True,
+        "promoted": True,
+    }
+
+    from zenml.client import Client
+    from zenml.enums import ModelStages
+
+    from ml_pipelines.pipelines.retrain import retrain_pipeline
+    from ml_pipelines.steps.drift.retrain import MODEL_NAME
+
+    first = Client().get_model_version(MODEL_NAME, 1).run_metadata
+    assert first["promoted"] is True and first.get("production_version") is None
     # Patient keys are pseudonyms under this lake's own key, so which patients are held out
     # differs from lake to lake; the window's 90 encounters are always split between the two.
     assert first["training_rows"] + first["holdout_rows"] == 90
     assert first["training_rows"] > 0 and first["holdout_rows"] > 0
 
-    from ml_pipelines.pipelines.retrain import retrain_pipeline
-    from ml_pipelines.steps.drift.retrain import MODEL_NAME
-    from zenml.client import Client
-    from zenml.enums import ModelStages
-
-    second_run = retrain_pipeline(data_dir=str(lake.data_dir), current="2020", overrides=OVERRIDES)
+    second_run = retrain_pipeline(data_dir=str(lake.data_dir), current="2020", overrides={})
     second = second_run.steps["train_and_evaluate"].output.load()
 
     assert second["production_version"] == 1
