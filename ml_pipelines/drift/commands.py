@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
-    drift = subparsers.add_parser("drift", help="clinical drift: profiles, reports, gate, retraining")
+    drift = subparsers.add_parser(
+        "drift", help="clinical drift: profiles, reports, gate, retraining"
+    )
     commands = drift.add_subparsers(dest="drift_command", required=True)
 
     run = commands.add_parser("run", help="run the drift pipeline (and retraining on drift)")

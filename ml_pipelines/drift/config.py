@@ -52,7 +52,9 @@ class DriftConfig:
         if self.gate not in GATE_MODES:
             raise ConfigError(f"drift.gate is {self.gate!r}: use 'warn' or 'fail'")
         if not 0 < self.alpha < 1:
-            raise ConfigError(f"drift.alpha is {self.alpha}: use a level between 0 and 1, e.g. 0.05")
+            raise ConfigError(
+                f"drift.alpha is {self.alpha}: use a level between 0 and 1, e.g. 0.05"
+            )
         if self.min_effect_size < 0:
             raise ConfigError("drift.min_effect_size must be zero or more (0.1 is a small effect)")
         if not 0 < self.holdout_share < 1:

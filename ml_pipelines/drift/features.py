@@ -45,8 +45,8 @@ class FeatureSet:
         ]
         if missing:
             raise InputError(
-                f"feature set {self.name!r} lacks columns {missing[:5]}: build the frame with every "
-                "column its schema names"
+                f"feature set {self.name!r} lacks columns {missing[:5]}: build the frame with "
+                "every column its schema names"
             )
 
     def kind(self, column: str) -> str:

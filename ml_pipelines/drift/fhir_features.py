@@ -138,7 +138,10 @@ def encounter_features(
     frame = pd.DataFrame(rows)
     flag_columns = sorted(labels)
     flags = pd.DataFrame(
-        [[int(column in codes.get(row["encounter_key"], ())) for column in flag_columns] for row in rows],
+        [
+            [int(column in codes.get(row["encounter_key"], ())) for column in flag_columns]
+            for row in rows
+        ],
         columns=flag_columns,
         dtype="int8",
     )

@@ -1,4 +1,5 @@
-"""The drift gate: warn or fail per configuration, always printing what it measured and against what."""
+"""The drift gate: warn or fail per configuration, always printing what it measured and the
+thresholds it measured against."""
 
 from __future__ import annotations
 

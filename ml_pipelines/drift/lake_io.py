@@ -69,7 +69,8 @@ def bronze_resources(lake: Any) -> Iterator[dict[str, Any]]:
         identifier = f"{namespace}.{name}"
         if not lake.has_table(identifier):
             continue
-        for text in lake.read_arrow(identifier, columns=("resource",)).column("resource").to_pylist():
+        resources = lake.read_arrow(identifier, columns=("resource",)).column("resource")
+        for text in resources.to_pylist():
             if text:
                 yield json.loads(text)
 
@@ -147,7 +148,9 @@ def latest_report(lake: Any, *, feature_set: str = "encounters") -> str:
     """The newest stored report's JSON path (run ids sort by time)."""
     root = f"reports/drift/{path_segment(feature_set)}"
     if not lake.fs.exists(root):
-        raise StageUnavailable(f"no drift report is stored yet under {root}: run carelake drift run")
+        raise StageUnavailable(
+            f"no drift report is stored yet under {root}: run carelake drift run"
+        )
     runs = sorted(entry.rsplit("/", 1)[-1] for entry in lake.fs.ls(root, detail=False))
     return f"{root}/{runs[-1]}/report.json"
 

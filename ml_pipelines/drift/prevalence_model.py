@@ -1,10 +1,11 @@
 """The model the retraining pipeline owns: condition (or finding) prevalence by age band and sex.
 
-For each condition flag (``condition:...``, or ``finding:...`` of an image set) it estimates the chance that an encounter records it, per stratum (age band
-and sex), shrunk toward the window's overall prevalence so a small stratum is not trusted
-alone. It is the simplest predictive model that drift breaks: trained before 2020 it gives
-COVID-19 the floor probability; retrained on the current window it learns the new concept.
-Its quality is the mean Brier score over encounters and conditions (lower is better).
+For each condition flag (``condition:...``, or ``finding:...`` of an image set) it estimates the
+chance that an encounter records it, per stratum (age band and sex), shrunk toward the window's
+overall prevalence so a small stratum is not trusted alone. It is the simplest predictive model that
+drift breaks: trained before 2020 it gives COVID-19 the floor probability; retrained on the current
+window it learns the new concept. Its quality is the mean Brier score over encounters and conditions
+(lower is better).
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def train(features: FeatureSet, *, window: str) -> PrevalenceModel:
     )
 
 
-def evaluate(model: PrevalenceModel, features: FeatureSet, *, conditions: list[str]) -> dict[str, Any]:
+def evaluate(
+    model: PrevalenceModel, features: FeatureSet, *, conditions: list[str]
+) -> dict[str, Any]:
     """Mean Brier score and log loss of ``model`` on ``features`` over ``conditions``."""
     frame = features.frame
     truth = np.column_stack(

@@ -62,11 +62,13 @@ def path_segment(text: str) -> str:
 
 
 def profile_path(feature_set: str, window: str, run_id: str) -> str:
-    return f"{PROFILE_ROOT}/{path_segment(feature_set)}/{path_segment(window)}/{path_segment(run_id)}.bin"
+    folder = f"{PROFILE_ROOT}/{path_segment(feature_set)}/{path_segment(window)}"
+    return f"{folder}/{path_segment(run_id)}.bin"
 
 
 def write_profile(fs: Any, path: str, view: Any) -> int:
-    """Write a serialized profile through ``fs`` (the lake's encrypted filesystem); returns bytes."""
+    """Write a serialized profile through ``fs`` (the lake's encrypted filesystem); returns its
+    size in bytes."""
     data = view.serialize()
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as handle:

@@ -1,9 +1,9 @@
 """Retraining on drift: train on the current window, score on its held-out patients, promote.
 
-A share of the current window's patients is held out by a stable hash of their key, with all
-their encounters. The candidate is trained on the rest of the window, so it has never seen
-them, and scored on them beside the production version; it is promoted only when its Brier score is lower. Both sets of
-metrics are kept with the version, promoted or not.
+A share of the current window's patients is held out by a stable hash of their key, with all their
+encounters. The candidate is trained on the rest of the window, so it has never seen them, and
+scored on them beside the production version; it is promoted only when its Brier score is lower.
+Both sets of metrics are kept with the version, promoted or not.
 """
 
 from __future__ import annotations

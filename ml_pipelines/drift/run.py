@@ -93,7 +93,8 @@ def run_drift(
     counts = windowed.frame[windows.WINDOW_COLUMN].value_counts()
     filled = sorted(name for name, count in counts.items() if count >= config.min_window_units)
     per_window = {name: windows.select(windowed, name) for name in filled}
-    per_window.update({f"reference-{reference_spec}": reference, f"current-{current_spec}": current})
+    per_window[f"reference-{reference_spec}"] = reference
+    per_window[f"current-{current_spec}"] = current
     paths = profiles.store_window_profiles(
         lake.fs, windowed, per_window, run_id=run_id, min_count=config.min_count
     )

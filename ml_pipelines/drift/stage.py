@@ -22,7 +22,9 @@ def run_pipelines(data_dir: str, *, overrides: dict[str, Any], retrain: bool) ->
         from ml_pipelines.pipelines.drift import drift_pipeline
         from ml_pipelines.pipelines.retrain import retrain_pipeline
     except ModuleNotFoundError as error:
-        raise StageUnavailable(f"ZenML cannot be loaded here ({error.name}): install zenml") from None
+        raise StageUnavailable(
+            f"ZenML cannot be loaded here ({error.name}): install zenml"
+        ) from None
 
     run_id = new_run_id()
     drift_run = drift_pipeline(data_dir=data_dir, run_id=run_id, overrides=overrides)

@@ -80,9 +80,11 @@ def effect_h(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
 def population_stability_index(
     reference_counts: np.ndarray, current_counts: np.ndarray, *, smoothing: float = 0.5
 ) -> float:
-    """PSI, with ``smoothing`` counts added to every bin so an empty bin does not make it infinite."""
-    p = (reference_counts + smoothing) / (reference_counts.sum() + smoothing * len(reference_counts))
-    q = (current_counts + smoothing) / (current_counts.sum() + smoothing * len(current_counts))
+    """PSI, with ``smoothing`` counts added to every bin so that an empty bin does not make it
+    infinite."""
+    bins = len(reference_counts)
+    p = (reference_counts + smoothing) / (reference_counts.sum() + smoothing * bins)
+    q = (current_counts + smoothing) / (current_counts.sum() + smoothing * bins)
     return float(np.sum((q - p) * np.log(q / p)))
 
 

@@ -17,13 +17,17 @@ def bar_chart(bins: list[dict[str, float | str]], *, title: str, width: int = 46
     """Reference and current shares side by side for each bin or category."""
     height, left, bottom, top = 230, 46, 64, 28
     plot_width, plot_height = width - left - 10, height - bottom - top
-    peak = max([float(item["reference"]) for item in bins] + [float(item["current"]) for item in bins] + [1e-9])
+    shares = [float(item[key]) for item in bins for key in ("reference", "current")]
+    peak = max([*shares, 1e-9])
     slot = plot_width / max(len(bins), 1)
     bar = slot * 0.38
     parts = [_open(width, height, title), _axes(left, top, plot_width, plot_height, peak)]
     for index, item in enumerate(bins):
         x = left + index * slot + slot * 0.1
-        for offset, key, colour in ((0, "reference", REFERENCE_COLOUR), (bar, "current", CURRENT_COLOUR)):
+        for offset, key, colour in (
+            (0, "reference", REFERENCE_COLOUR),
+            (bar, "current", CURRENT_COLOUR),
+        ):
             value = float(item[key])
             bar_height = plot_height * value / peak
             parts.append(
@@ -37,7 +41,8 @@ def bar_chart(bins: list[dict[str, float | str]], *, title: str, width: int = 46
             f'text-anchor="end" transform="rotate(-35 {label_x:.1f} {top + plot_height + 12})">'
             f"{escape(_short(str(item['label'])))}</text>"
         )
-    parts.append(_legend(width - 170, 14, [("reference", REFERENCE_COLOUR), ("current", CURRENT_COLOUR)]))
+    legend = [("reference", REFERENCE_COLOUR), ("current", CURRENT_COLOUR)]
+    parts.append(_legend(width - 170, 14, legend))
     parts.append("</svg>")
     return "".join(parts)
 

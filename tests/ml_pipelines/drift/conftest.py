@@ -85,7 +85,8 @@ INJECTED = "condition:injected"
 
 
 def _inject_shift(features, *, age_years: float, new_share: float, seed: int):
-    """A copy with every age raised by ``age_years`` and a new condition in ``new_share`` of units."""
+    """A copy with every age raised by ``age_years`` and a new condition in ``new_share`` of
+    the units."""
     from dataclasses import replace
 
     frame = features.frame.copy()

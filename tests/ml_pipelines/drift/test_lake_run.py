@@ -133,7 +133,8 @@ def test_drift_marts_over_the_metrics_table(drift_lake):
     assert (key, run_id, feature_set) == (
         "20261204T120000Z:encounters", "20261204T120000Z", "encounters"
     )
-    assert (reference, current, tested, drifted, has_drift) == ("2011..2019", "2021..", 98, 13, True)
+    assert (reference, current) == ("2011..2019", "2021..")
+    assert (tested, drifted, has_drift) == (98, 13, True)
     assert change == "median age down 4.2 years (from 40.5 to 36.3)"
     assert round(largest, 3) == 1.366
     ranks = connection.execute(
