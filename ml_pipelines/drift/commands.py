@@ -54,6 +54,7 @@ def handle_run(args: argparse.Namespace) -> int:
     from ml_pipelines.drift.stage import run_pipelines
 
     lake = _lake(args)
+    lake_io.require_bronze(lake)
     overrides = {
         key: value
         for key, value in {

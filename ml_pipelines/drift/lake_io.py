@@ -58,13 +58,19 @@ METRICS_SCHEMA = pa.schema(
 )
 
 
-def bronze_resources(lake: Any) -> Iterator[dict[str, Any]]:
-    """The resources of the bronze tables drift reads, as dicts."""
+def require_bronze(lake: Any) -> str:
+    """The bronze namespace; raises ``StageUnavailable`` when it holds no encounters yet."""
     namespace = lake.settings.get("lake.bronze_namespace") or "bronze"
     if not lake.has_table(f"{namespace}.encounter"):
         raise StageUnavailable(
             f"the lake has no {namespace}.encounter table: run the ingest stage first"
         )
+    return namespace
+
+
+def bronze_resources(lake: Any) -> Iterator[dict[str, Any]]:
+    """The resources of the bronze tables drift reads, as dicts."""
+    namespace = require_bronze(lake)
     for name in BRONZE_TABLES:
         identifier = f"{namespace}.{name}"
         if not lake.has_table(identifier):

@@ -8,6 +8,7 @@ from typing import Any
 from infra.errors import StageUnavailable
 from infra.stages import StageContext, StageResult
 from ml_pipelines.drift.config import DriftConfig
+from ml_pipelines.drift.lake_io import require_bronze
 from ml_pipelines.drift.run import new_run_id
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ def run_pipelines(data_dir: str, *, overrides: dict[str, Any], retrain: bool) ->
     run_id = new_run_id()
     drift_run = drift_pipeline(data_dir=data_dir, run_id=run_id, overrides=overrides)
     summary = dict(drift_run.steps["detect_drift"].output.load())
+    if "unavailable" in summary:
+        raise StageUnavailable(summary["unavailable"])
     details: dict[str, Any] = {"drift": summary, "retrain": None}
     if summary["has_drift"] and retrain:
         retrain_run = retrain_pipeline(
@@ -40,6 +43,7 @@ def run_pipelines(data_dir: str, *, overrides: dict[str, Any], retrain: bool) ->
 
 def run(context: StageContext) -> StageResult:
     config = DriftConfig.from_settings(context.settings)
+    require_bronze(context.lake)
     details = run_pipelines(str(context.lake.data_dir), overrides={}, retrain=config.retrain)
     summary = details["drift"]
     counts = {

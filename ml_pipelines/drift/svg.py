@@ -21,7 +21,7 @@ def bar_chart(bins: list[dict[str, float | str]], *, title: str, width: int = 46
     peak = max([*shares, 1e-9])
     slot = plot_width / max(len(bins), 1)
     bar = slot * 0.38
-    parts = [_open(width, height, title), _axes(left, top, plot_width, plot_height, peak)]
+    parts = [_open(width, height, title, limit=44), _axes(left, top, plot_width, plot_height, peak)]
     for index, item in enumerate(bins):
         x = left + index * slot + slot * 0.1
         for offset, key, colour in (
@@ -85,11 +85,11 @@ def line_chart(
     return "".join(parts)
 
 
-def _open(width: int, height: int, title: str) -> str:
+def _open(width: int, height: int, title: str, *, limit: int = 70) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
-        f'<text x="8" y="16" font-size="12" font-weight="bold">{escape(_short(title, 70))}</text>'
+        f'<text x="8" y="16" font-size="12" font-weight="bold">{escape(_short(title, limit))}</text>'
     )
 
 

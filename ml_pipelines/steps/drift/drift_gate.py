@@ -10,4 +10,4 @@ from zenml import step
 @step(enable_cache=False)
 def drift_gate(summary: dict[str, Any]) -> bool:
     """True when drift was found; a "fail" gate has already marked ``passed`` false."""
-    return bool(summary["has_drift"])
+    return bool(summary.get("has_drift"))

@@ -141,3 +141,12 @@ def test_drift_marts_over_the_metrics_table(drift_lake):
         "select count(distinct drift_feature_key), max(effect_rank) from drift_features"
     ).fetchone()
     assert ranks == (98, 98)
+
+
+def test_stage_is_unavailable_before_ingest(lake):
+    from infra.errors import StageUnavailable
+    from infra.stages import StageContext
+    from ml_pipelines.drift import stage
+
+    with pytest.raises(StageUnavailable, match="no bronze.encounter table: run the ingest stage"):
+        stage.run(StageContext(settings=lake.settings, lake=lake, sources=[]))
