@@ -18,6 +18,7 @@ from infra.errors import CarelakeError
 COMMAND_MODULES = [
     "infra.commands",
     "dlt_pipelines.fhir.commands",
+    "dlt_pipelines.fhir.check",
     "infra.keys.pkcs11",
     "dlt_pipelines.fhir.scaler_commands",
     "infra.marts_commands",

@@ -22,6 +22,7 @@ are encrypted at rest like every other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,17 @@ _KEEP_CODES = frozenset({"use", "system", "type", "period", "relationship", "gen
 _ADDRESS_KEEP = frozenset({"use", "type", "city", "state", "postalCode", "country", "period"})
 
 SealerFor = Callable[[str], TokenSealer]
+_PATIENT_TAIL = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(/_history/[^/]+)?$")
+
+
+def patient_target(reference: str) -> tuple[str, str] | None:
+    """(``Patient/<id>``, history suffix) for a relative or absolute reference to a patient."""
+    if "Patient/" not in reference or "?" in reference or reference.startswith(("#", "urn:")):
+        return None
+    match = _PATIENT_TAIL.search(reference)
+    if match is None:
+        return None
+    return f"Patient/{match.group(1)}", match.group(2) or ""
 
 
 def is_token(value: Any) -> bool:
@@ -127,7 +139,7 @@ class Protector:
                     self._walk(item, sealer)
             return
         reference = node.get("reference")
-        if isinstance(reference, str) and reference.startswith("Patient/"):
+        if isinstance(reference, str) and "Patient/" in reference:
             self._protect_reference(node, reference)
         if sealer is not None:
             if "contentType" in node:
@@ -146,12 +158,14 @@ class Protector:
                 self._walk(value, sealer)
 
     def _protect_reference(self, node: dict[str, Any], reference: str) -> None:
-        target = reference.split("/_history/", 1)[0]
+        parsed = patient_target(reference)
+        if parsed is None:
+            return
+        target, history = parsed
         found = self._patient_sealer(target)
         if found is None:
             return
         pseudonym, sealer = found
-        history = reference[len(target):]
         node["reference"] = f"Patient/{pseudonym}{history}"
         extensions = node.setdefault("extension", [])
         extensions.append({"url": ORIGINAL_REFERENCE_URL, "valueString": sealer.seal(reference)})

@@ -90,15 +90,21 @@ class _Plan:
 
 
 def _latest_per_id(batch: pa.Table) -> dict[str, int]:
-    """Index of the row that wins for each id inside one batch (newest version; last on a tie)."""
+    """Index of the row that wins for each id inside one batch: the newest version, the later
+    row on a tie; a delete with no time of its own wins over the versions beside it."""
     ids = batch.column("id").to_pylist()
     updated = batch.column("last_updated").to_pylist()
     versions = batch.column("version_id").to_pylist()
+    ops = batch.column("op").to_pylist()
+
+    def rank(index: int) -> tuple:
+        undated_delete = ops[index] == "delete" and updated[index] is None
+        return (undated_delete, _version_key(updated[index], versions[index]))
+
     winners: dict[str, int] = {}
     for index, rid in enumerate(ids):
         best = winners.get(rid)
-        if best is None or _version_key(updated[index], versions[index]) >= \
-                _version_key(updated[best], versions[best]):
+        if best is None or rank(index) >= rank(best):
             winners[rid] = index
     return winners
 

@@ -282,11 +282,13 @@ def _save_state(lake, working: Path) -> None:
 
 
 def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
-           progress: bool = False, extra_resources: Iterable[Any] = ()) -> IngestReport:
-    """Load FHIR files and folders into the bronze tables; returns the counts of the load."""
+           progress: bool = False, servers: list[str] = (), bulk: bool = False,
+           extra_resources: Iterable[Any] = ()) -> IngestReport:
+    """Load FHIR files and folders, FHIR servers (REST search, incremental) and a Bulk Data
+    export into the bronze tables; returns the counts of the load."""
     import dlt
 
-    files = input_files([Path(source) for source in sources])
+    files = input_files([Path(source) for source in sources]) if sources else []
     tasks = plan_tasks(files)
     load_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     loaded_at = dt.datetime.now(dt.UTC)
@@ -306,13 +308,22 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     def fhir_resources():
         yield from _batches(results, report, batch_rows, bar.advance if bar else None)
 
+    extra_resources = list(extra_resources)
+    if servers or bulk:
+        from dlt_pipelines.fhir.rest_ingest import bulk_resources, server_resources
+
+        if servers:
+            extra_resources += server_resources(lake, servers, load_id=load_id, loaded_at=loaded_at)
+        if bulk:
+            extra_resources += bulk_resources(lake, load_id=load_id, loaded_at=loaded_at)
+
     with private_scratch("dlt") as scratch:
         working = scratch / PIPELINE_NAME
         _restore_state(lake, working)
         pipeline = dlt.pipeline(pipeline_name=PIPELINE_NAME, pipelines_dir=str(scratch),
                                 destination=_destination(lake, report))
         try:
-            pipeline.run([fhir_resources(), *extra_resources])
+            pipeline.run([fhir_resources(), *extra_resources] if files else extra_resources)
         finally:
             if bar:
                 bar.close()

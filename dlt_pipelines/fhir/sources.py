@@ -44,6 +44,7 @@ class Entry:
     method: str | None = None
     request_url: str | None = None
     bundle_type: str | None = None
+    last_modified: str | None = None  # entry.response.lastModified: when a DELETE happened
     error: str | None = None
     raw: bytes | None = None
     urn_map: dict[str, str] = field(default_factory=dict)
@@ -169,6 +170,7 @@ def _bundle_entry(entry: Any, number: int, bundle_type: Any, mapping: dict[str, 
         return Entry(locator=locator, error="bundle entry is not a JSON object",
                      raw=ENCODER.encode(entry))
     request = entry.get("request") if isinstance(entry.get("request"), dict) else {}
+    response = entry.get("response") if isinstance(entry.get("response"), dict) else {}
     resource = entry.get("resource")
     return Entry(
         locator=locator,
@@ -177,6 +179,7 @@ def _bundle_entry(entry: Any, number: int, bundle_type: Any, mapping: dict[str, 
         method=(request.get("method") or None) if request else None,
         request_url=request.get("url") if request else None,
         bundle_type=bundle_type if isinstance(bundle_type, str) else None,
+        last_modified=response.get("lastModified") if response else None,
         urn_map=mapping,
         error=None if resource is None or isinstance(resource, dict) else
         "entry.resource is not a JSON object",

@@ -17,14 +17,8 @@ def split_sources(sources: list[str]) -> tuple[list[str], list[str]]:
 
 
 def run(context: StageContext) -> StageResult:
-    files, urls = split_sources(context.sources or [str(SAMPLE_DIR / "fhir")])
-    extra = []
-    if urls:
-        from dlt_pipelines.fhir.rest_ingest import server_resources
-
-        extra = server_resources(context.lake, urls)
-    report = ingest(context.lake, files, progress=context.progress, extra_resources=extra) \
-        if files or extra else None
-    if report is None:
-        return StageResult(status="skipped", reason="no sources")
+    bulk = bool(context.settings.get("sources.fhir_bulk.base_url"))
+    default = [] if bulk else [str(SAMPLE_DIR / "fhir")]
+    files, urls = split_sources(context.sources or default)
+    report = ingest(context.lake, files, progress=context.progress, servers=urls, bulk=bulk)
     return StageResult(status="ok", details=report.as_json())

@@ -20,7 +20,7 @@ from typing import Any
 
 from dlt_pipelines.fhir.sources import ENCODER, Entry
 from infra.keys.vault import PatientVault, TokenSealer
-from infra.pseudonym import Protector
+from infra.pseudonym import Protector, patient_target
 
 RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -35,8 +35,8 @@ _INSTANT = re.compile(
     r"([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))$"
 )
 # Elements of type date (only a date), instant (always a zone), or dateTime (the rest below).
-DATE_ELEMENTS = frozenset({"birthDate", "expirationDate", "valueDate", "lockedDate",
-                           "dateOfBirth"})
+DATE_ELEMENTS = frozenset({"birthDate", "valueDate", "lockedDate", "Immunization.expirationDate",
+                           "Medication.batch.expirationDate"})
 INSTANT_ELEMENTS = frozenset({"lastUpdated", "issued", "valueInstant", "instant"})
 DATE_TIME_ELEMENTS = frozenset({"date", "start", "end", "recorded", "authoredOn", "created",
                                 "occurrenceDateTime", "effectiveDateTime", "onsetDateTime",
@@ -66,7 +66,7 @@ def _element_check(key: str, value: str, path: str) -> None:
         if not _INSTANT.match(value):
             raise Rejected(f"{path}.{key} is not a valid FHIR instant (a full date and time "
                            "with a zone, for example 2024-05-01T10:00:00Z)")
-    elif key in DATE_ELEMENTS:
+    elif key in DATE_ELEMENTS or f"{path}.{key}" in DATE_ELEMENTS:
         if not _DATE.match(value):
             raise Rejected(f"{path}.{key} is not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)")
     else:  # dateTime, and the other *Date elements, which are dateTime in R4 (recordedDate)
@@ -96,12 +96,8 @@ class Normalizer:
         if value.startswith(("urn:uuid:", "urn:oid:")):
             self.unresolved += 1
             return value
-        if value.startswith(("http://", "https://")):
-            # An absolute reference to a resource of this bundle, or to a server: keep the
-            # server's form, but a Patient reference is made relative so it can be pseudonymized.
-            match = _REFERENCE_TAIL.search(value)
-            if match and match.group(1) == "Patient":
-                return f"Patient/{match.group(2)}{match.group(3) or ''}"
+        # Absolute references to a server are kept as written; one to a patient is pseudonymized
+        # (and its original sealed) by the Protector.
         return value
 
     def walk(self, node: Any, path: str) -> None:
@@ -130,8 +126,9 @@ def subject_reference(resource: dict[str, Any]) -> str | None:
         for candidate in candidates:
             if isinstance(candidate, dict):
                 reference = candidate.get("reference")
-                if isinstance(reference, str) and reference.startswith("Patient/"):
-                    return reference.split("/_history/", 1)[0]
+                parsed = patient_target(reference) if isinstance(reference, str) else None
+                if parsed is not None:
+                    return parsed[0]
     return None
 
 
@@ -172,6 +169,10 @@ class Transformer:
             return self._delete(entry)
         if entry.resource is None:
             return Outcome("recorded", reason="entry without a resource")
+        if method in {"PUT", "POST"} and "?" in (entry.request_url or "") and \
+                not entry.resource.get("id") and _id_from(entry) is None:
+            return Outcome("recorded", reason=f"conditional {method} without an id (recorded, "
+                                              "not applied: it needs the server's search)")
         original = ENCODER.encode(entry.resource)
         try:
             return self._upsert(entry, original)
@@ -206,8 +207,13 @@ class Transformer:
             if key is None:
                 return Outcome("recorded", reason="DELETE of a patient never loaded")
             rid = key.pseudonym
+        try:
+            deleted_at = parse_instant(entry.last_modified)
+        except ValueError:
+            deleted_at = None
         return Outcome("delete", resource_type=resource_type,
-                       row=self._row(resource_type, rid, None, None, None, None, b"", op="delete"))
+                       row=self._row(resource_type, rid, None, deleted_at, None, None, b"",
+                                     op="delete"))
 
     def _upsert(self, entry: Entry, original: bytes) -> Outcome:
         resource = entry.resource
