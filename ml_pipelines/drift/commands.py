@@ -14,7 +14,7 @@ from typing import Any
 
 from infra.errors import ConfigError
 from ml_pipelines.drift import lake_io
-from ml_pipelines.drift.config import GATE_MODES
+from ml_pipelines.drift.config import GATE_MODES, DriftConfig
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +51,9 @@ def _lake(args: argparse.Namespace) -> Any:
 
 
 def handle_run(args: argparse.Namespace) -> int:
-    from ml_pipelines.drift.stage import run_pipelines
+    from ml_pipelines.drift.stage import check_windows, run_pipelines
 
     lake = _lake(args)
-    lake_io.require_bronze(lake)
     overrides = {
         key: value
         for key, value in {
@@ -65,6 +64,7 @@ def handle_run(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
+    check_windows(lake, DriftConfig.from_settings(lake.settings, **overrides))
     details = run_pipelines(str(lake.data_dir), overrides=overrides, retrain=not args.no_retrain)
     summary = details["drift"]
     print(
@@ -73,9 +73,10 @@ def handle_run(args: argparse.Namespace) -> int:
     )
     if details["retrain"]:
         decision = details["retrain"]
+        production = decision.get("production_holdout_brier")
         print(
             f"retrained: held-out Brier {decision['holdout_brier']:.5f} against production "
-            f"{decision.get('production_holdout_brier')}; "
+            f"{'(none yet)' if production is None else f'{production:.5f}'}; "
             f"{'promoted' if decision['promoted'] else 'kept production'}"
         )
     return 0 if summary["passed"] else 1

@@ -53,8 +53,8 @@ def evaluate_gate(
     ranked = sorted(comparison.features, key=lambda item: (not item.drifted, -item.effect_h))
     for item in ranked[:SHOWN_FEATURES]:
         lines.append(
-            f"{'DRIFT' if item.drifted else 'ok   '} {item.label}: effect_h {item.effect_h:.3f}, "
-            f"adjusted p {item.adjusted_p:.3g} ({item.test}); {item.description}"
+            f"{'DRIFT' if item.drifted else 'ok   '} {item.description}: effect_h "
+            f"{item.effect_h:.3f}, adjusted p {item.adjusted_p:.3g} ({item.test})"
         )
     for row in model_rows:
         lines.append(

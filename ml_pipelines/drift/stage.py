@@ -8,8 +8,9 @@ from typing import Any
 from infra.errors import StageUnavailable
 from infra.stages import StageContext, StageResult
 from ml_pipelines.drift.config import DriftConfig
-from ml_pipelines.drift.lake_io import require_bronze
-from ml_pipelines.drift.run import new_run_id
+from ml_pipelines.drift.lake_io import lake_encounter_features, require_bronze
+from ml_pipelines.drift.run import choose_windows, new_run_id
+from ml_pipelines.drift.windows import with_windows
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,17 @@ def run_pipelines(data_dir: str, *, overrides: dict[str, Any], retrain: bool) ->
     return details
 
 
+def check_windows(lake: Any, config: DriftConfig) -> tuple[str, str]:
+    """The reference and current specs, before any pipeline starts; raises ``StageUnavailable``
+    when the lake holds no encounters or too few windows to compare."""
+    require_bronze(lake)
+    features = with_windows(lake_encounter_features(lake), window=config.window)
+    return choose_windows(features, config=config)
+
+
 def run(context: StageContext) -> StageResult:
     config = DriftConfig.from_settings(context.settings)
-    require_bronze(context.lake)
+    check_windows(context.lake, config)
     details = run_pipelines(str(context.lake.data_dir), overrides={}, retrain=config.retrain)
     summary = details["drift"]
     counts = {

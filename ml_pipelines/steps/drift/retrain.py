@@ -65,11 +65,9 @@ def train_and_evaluate(
     version = get_step_context().model
     path = lake_io.model_path(f"{MODEL_NAME}-{version.number}")
     lake_io.write_file(lake, path, outcome.candidate.to_json())
-    metadata = {
-        **outcome.metadata(),
-        "model_path": path,
-        "production_version": production_number,
-    }
+    metadata = {**outcome.metadata(), "model_path": path}
+    if production_number is not None:
+        metadata["production_version"] = production_number
     log_metadata(metadata=metadata, infer_model=True)
     return metadata
 

@@ -45,7 +45,7 @@ def test_drift_stage_makes_model_versions_kept_with_their_metrics(
     from ml_pipelines.steps.drift.retrain import MODEL_NAME
 
     first = Client().get_model_version(MODEL_NAME, 1).run_metadata
-    assert first["promoted"] is True and first.get("production_version") is None
+    assert first["promoted"] is True and "production_version" not in first
     # Patient keys are pseudonyms under this lake's own key, so which patients are held out
     # differs from lake to lake; the window's 90 encounters are always split between the two.
     assert first["training_rows"] + first["holdout_rows"] == 90
