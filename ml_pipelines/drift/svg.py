@@ -89,7 +89,8 @@ def _open(width: int, height: int, title: str, *, limit: int = 70) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
-        f'<text x="8" y="16" font-size="12" font-weight="bold">{escape(_short(title, limit))}</text>'
+        f'<text x="8" y="16" font-size="12" font-weight="bold">'
+        f"{escape(_short(title, limit))}</text>"
     )
 
 
