@@ -167,3 +167,38 @@ def run_drift(
         gate_lines=outcome.lines,
     )
 
+
+
+def run_all(lake: Any, *, config: DriftConfig, run_id: str) -> dict[str, Any]:
+    """Drift over every feature set the lake holds: encounters from bronze, and the notes and
+    images once the NLP and vision stages have written them.
+
+    Returns the encounters' summary (the gate's subject; ``StageUnavailable`` when they cannot be
+    compared) with ``feature_sets``: each set's summary, or the reason it was not compared.
+    ``has_drift`` and ``passed`` cover every set compared.
+    """
+    from ml_pipelines.drift.lake_io import lake_encounter_features
+    from ml_pipelines.drift.output_features import image_features, note_features
+
+    encounters = lake_encounter_features(lake)
+    summary = run_drift(lake, encounters, config=config, run_id=run_id).summary()
+    others = {
+        "notes": note_features(lake, encounters, min_count=config.min_count),
+        "images": image_features(lake),
+    }
+    sets: dict[str, Any] = {"encounters": dict(summary)}
+    for name, features in others.items():
+        if features is None:
+            sets[name] = {"unavailable": f"the lake holds no {name} yet (its stage has not run)"}
+            continue
+        try:
+            result = run_drift(lake, features, config=config, run_id=run_id, model_drift=[])
+        except StageUnavailable as reason:
+            sets[name] = {"unavailable": str(reason)}
+            continue
+        sets[name] = result.summary()
+    compared = [entry for entry in sets.values() if "unavailable" not in entry]
+    summary["has_drift"] = any(entry["has_drift"] for entry in compared)
+    summary["passed"] = all(entry["passed"] for entry in compared)
+    summary["feature_sets"] = sets
+    return summary

@@ -61,6 +61,10 @@ def run(context: StageContext) -> StageResult:
         "profiles": summary["profiles"],
         "retrained": details["retrain"] is not None,
         "promoted": bool(details["retrain"] and details["retrain"]["promoted"]),
+        "feature_sets": {
+            name: entry.get("unavailable", "compared")
+            for name, entry in summary["feature_sets"].items()
+        },
     }
     if not summary["passed"]:
         return StageResult(

@@ -1,4 +1,5 @@
-"""Step: profile every window, compare current with reference, store metrics and the report."""
+"""Step: for each feature set, profile every window, compare current with reference, and store
+the metrics and the report."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from typing import Any
 from zenml import log_metadata, step
 
 from infra.errors import StageUnavailable
-from ml_pipelines.drift.lake_io import lake_encounter_features
-from ml_pipelines.drift.run import run_drift
+from ml_pipelines.drift.run import run_all
 from ml_pipelines.steps.drift.lake_access import drift_config, open_lake
 
 
@@ -20,9 +20,8 @@ def detect_drift(data_dir: str, run_id: str, overrides: dict[str, Any]) -> dict[
     lake = open_lake(data_dir)
     config = drift_config(lake, overrides)
     try:
-        result = run_drift(lake, lake_encounter_features(lake), config=config, run_id=run_id)
+        summary = run_all(lake, config=config, run_id=run_id)
     except StageUnavailable as reason:
         return {"unavailable": str(reason)}
-    summary = result.summary()
     log_metadata(metadata={"drift": summary})
     return summary

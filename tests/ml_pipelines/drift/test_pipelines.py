@@ -36,6 +36,11 @@ def test_drift_stage_makes_model_versions_kept_with_their_metrics(
         "profiles": 6,
         "retrained": True,
         "promoted": True,
+        "feature_sets": {
+            "encounters": "compared",
+            "notes": "the lake holds no notes yet (its stage has not run)",
+            "images": "the lake holds no images yet (its stage has not run)",
+        },
     }
 
     from zenml.client import Client
