@@ -18,6 +18,8 @@ from ml_pipelines.drift.config import GATE_MODES, DriftConfig
 
 logger = logging.getLogger(__name__)
 
+FEATURE_SETS = ("encounters", "notes", "images")
+
 
 def register(subparsers: Any) -> None:
     drift = subparsers.add_parser(
@@ -36,10 +38,12 @@ def register(subparsers: Any) -> None:
     report = commands.add_parser("report", help="write a decrypted copy of a drift report")
     report.add_argument("--out", required=True, type=Path, help="file to write (.html or .json)")
     report.add_argument("--run", default=None, help="run id (default: the latest)")
+    report.add_argument("--feature-set", default="encounters", choices=FEATURE_SETS)
     report.set_defaults(handler=handle_report)
 
     gate = commands.add_parser("gate", help="apply the gate to the latest report")
     gate.add_argument("--gate", choices=GATE_MODES, default=None)
+    gate.add_argument("--feature-set", default="encounters", choices=FEATURE_SETS)
     gate.set_defaults(handler=handle_gate)
 
 
@@ -82,11 +86,16 @@ def handle_run(args: argparse.Namespace) -> int:
     return 0 if summary["passed"] else 1
 
 
-def _report_path(lake: Any, run_id: str | None, *, suffix: str) -> str:
-    json_path = lake_io.latest_report(lake)
+def _report_path(lake: Any, feature_set: str, run_id: str | None, *, suffix: str) -> str:
     if run_id:
-        json_path = lake_io.report_paths("encounters", run_id)[0]
-    return json_path if suffix == ".json" else json_path.replace("report.json", "report.html")
+        json_path, html_path = lake_io.report_paths(feature_set, run_id)
+    else:
+        json_path = lake_io.latest_report(lake, feature_set=feature_set)
+        html_path = json_path.replace("report.json", "report.html")
+    path = json_path if suffix == ".json" else html_path
+    if not lake.fs.exists(path):
+        raise ConfigError(f"no drift report {path} in the lake: check --run and --feature-set")
+    return path
 
 
 def handle_report(args: argparse.Namespace) -> int:
@@ -94,7 +103,7 @@ def handle_report(args: argparse.Namespace) -> int:
     if suffix not in {".html", ".json"}:
         raise ConfigError(f"--out {args.out} must end in .html or .json (which report to write)")
     lake = _lake(args)
-    path = _report_path(lake, args.run, suffix=suffix)
+    path = _report_path(lake, args.feature_set, args.run, suffix=suffix)
     data = lake_io.read_file(lake, path)
     args.out.write_bytes(data)
     print(f"wrote a decrypted copy of {path} to {args.out} ({len(data)} bytes); it is plaintext")
@@ -103,7 +112,8 @@ def handle_report(args: argparse.Namespace) -> int:
 
 def handle_gate(args: argparse.Namespace) -> int:
     lake = _lake(args)
-    document = json.loads(lake_io.read_file(lake, lake_io.latest_report(lake)))
+    path = lake_io.latest_report(lake, feature_set=args.feature_set)
+    document = json.loads(lake_io.read_file(lake, path))
     mode = args.gate or document["config"]["gate"]
     for line in document["gate"]["lines"]:
         print(line)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from infra.allowlist import allowed
+from infra.errors import ConfigError
 
 from ml_pipelines.drift import commands, lake_io, profiles
 from ml_pipelines.drift.config import DriftConfig
@@ -62,19 +63,25 @@ def test_nothing_lands_in_plaintext(drift_lake):
 def test_report_command_writes_a_decrypted_copy(drift_lake, tmp_path):
     lake, result = drift_lake
     out = tmp_path / "drift.html"
-    args = argparse.Namespace(data_dir=str(lake.data_dir), role="loader", out=out, run=None)
+    args = argparse.Namespace(data_dir=str(lake.data_dir), role="loader", out=out, run=None,
+                              feature_set="encounters")
 
     assert commands.handle_report(args) == 0
 
     assert out.read_bytes() == lake_io.read_file(lake, result.report_html)
     assert "COVID-19 appeared" in out.read_text(encoding="utf-8")
+    missing = argparse.Namespace(data_dir=str(lake.data_dir), role="loader", out=out,
+                                 run="no-such-run", feature_set="encounters")
+    with pytest.raises(ConfigError, match="no drift report .* check --run"):
+        commands.handle_report(missing)
 
 
 def test_gate_command_fails_only_in_fail_mode(drift_lake, capsys):
     lake, _ = drift_lake
     def gate(mode: str) -> int:
         return commands.handle_gate(
-            argparse.Namespace(data_dir=str(lake.data_dir), role="loader", gate=mode)
+            argparse.Namespace(data_dir=str(lake.data_dir), role="loader", gate=mode,
+                               feature_set="encounters")
         )
 
     assert gate("warn") == 0
