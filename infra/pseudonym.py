@@ -63,7 +63,7 @@ def _seal_leaves(node: Any, sealer: TokenSealer, keep: frozenset[str] = _KEEP_CO
                 for key, value in node.items()}
     if isinstance(node, list):
         return [_seal_leaves(item, sealer, keep) for item in node]
-    if isinstance(node, bool) or node is None:
+    if isinstance(node, bool) or node is None or is_token(node):
         return node
     return sealer.seal(node)
 
@@ -110,34 +110,41 @@ class Protector:
         self._patient_sealer = patient_sealer
 
     def protect(self, resource: dict[str, Any], *, subject: str | None) -> str | None:
-        """Protect ``resource`` in place; returns its patient key (or None)."""
-        own = self._patient_sealer(subject) if subject else None
-        patient_key = own[0] if own else None
-        sealer = own[1] if own else None
+        """Protect ``resource`` in place; returns its patient key (or None).
 
-        if sealer is not None:
-            if resource.get("resourceType") in PERSON_TYPES:
-                _protect_person(resource, sealer)
-            if resource.get("resourceType") == "Patient":
-                original = resource.get("id")
-                resource["id"] = patient_key
-                meta = resource.setdefault("meta", {})
-                meta.setdefault("extension", []).append(
-                    {"url": ORIGINAL_ID_URL, "valueString": sealer.seal(original)})
-            text = resource.get("text")
-            if isinstance(text, dict) and "div" in text:
-                text["div"] = sealer.seal(text["div"])
-            if resource.get("resourceType") == "DiagnosticReport" and "conclusion" in resource:
-                resource["conclusion"] = sealer.seal(resource["conclusion"])
+        The ingest does the same in its own single walk: ``begin``, ``protect_node`` on every
+        object of the resource (after its references are normalized), then ``finish``.
+        """
+        patient_key, sealer = self.begin(subject)
         self._walk(resource, sealer)
+        self.finish(resource, patient_key, sealer)
         return patient_key
 
-    def _walk(self, node: Any, sealer: TokenSealer | None) -> None:
-        if isinstance(node, list):
-            for item in node:
-                if isinstance(item, (dict, list)):
-                    self._walk(item, sealer)
+    def begin(self, subject: str | None) -> tuple[str | None, TokenSealer | None]:
+        found = self._patient_sealer(subject) if subject else None
+        return (found[0], found[1]) if found else (None, None)
+
+    def finish(self, resource: dict[str, Any], patient_key: str | None,
+               sealer: TokenSealer | None) -> None:
+        """The resource-level rules: person elements, the Patient's id, narrative, conclusion."""
+        if sealer is None:
             return
+        if resource.get("resourceType") in PERSON_TYPES:
+            _protect_person(resource, sealer)
+        if resource.get("resourceType") == "Patient":
+            original = resource.get("id")
+            resource["id"] = patient_key
+            meta = resource.setdefault("meta", {})
+            meta.setdefault("extension", []).append(
+                {"url": ORIGINAL_ID_URL, "valueString": sealer.seal(original)})
+        text = resource.get("text")
+        if isinstance(text, dict) and "div" in text:
+            text["div"] = sealer.seal(text["div"])
+        if resource.get("resourceType") == "DiagnosticReport" and "conclusion" in resource:
+            resource["conclusion"] = sealer.seal(resource["conclusion"])
+
+    def protect_node(self, node: dict[str, Any], sealer: TokenSealer | None) -> None:
+        """The rules for one JSON object: patient references, attachments, notes, payloads."""
         reference = node.get("reference")
         if isinstance(reference, str) and "Patient/" in reference:
             self._protect_reference(node, reference)
@@ -151,8 +158,16 @@ class Protector:
             notes = node.get("note")
             if isinstance(notes, list):
                 for note in notes:
-                    if isinstance(note, dict) and "text" in note:
+                    if isinstance(note, dict) and "text" in note and not is_token(note["text"]):
                         note["text"] = sealer.seal(note["text"])
+
+    def _walk(self, node: Any, sealer: TokenSealer | None) -> None:
+        if isinstance(node, list):
+            for item in node:
+                if isinstance(item, (dict, list)):
+                    self._walk(item, sealer)
+            return
+        self.protect_node(node, sealer)
         for key, value in node.items():
             if isinstance(value, (dict, list)) and key != "meta":
                 self._walk(value, sealer)

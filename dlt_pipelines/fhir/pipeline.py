@@ -110,15 +110,14 @@ def _entries(task: Task) -> Iterator[Entry]:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(data_dir: str, environ: dict[str, str]) -> None:
+def _worker_init(values: dict[str, Any]) -> None:
     # A failure here is kept and raised by the first task: a pool whose initializer raises
     # restarts its workers forever instead of reporting.
     try:
-        os.environ.update(environ)
         from infra.lake import Lake
-        from infra.settings import load_settings
+        from infra.settings import Settings
 
-        _WORKER["lake"] = Lake.open(load_settings(data_dir=data_dir), create=False)
+        _WORKER["lake"] = Lake.open(Settings(values), create=False)
     except Exception as error:  # noqa: BLE001 - re-raised in run_task
         _WORKER["error"] = error
 
@@ -196,9 +195,11 @@ def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
             yield run_task(task, load_id, loaded_at, lake)
         return
     context = multiprocessing.get_context("spawn")
-    environ = {name: value for name, value in os.environ.items() if name.startswith("CARELAKE_")}
-    with context.Pool(workers, initializer=_worker_init,
-                      initargs=(str(lake.data_dir), environ)) as pool:
+    # The workers get the resolved settings themselves, not just the environment, so settings
+    # given in-process (overrides, a custom environ) hold there too.
+    values = lake.settings.with_overrides(**{"lake.data_dir": str(lake.data_dir),
+                                             "keys.key_dir": str(lake.settings.key_dir)}).values
+    with context.Pool(workers, initializer=_worker_init, initargs=(values,)) as pool:
         yield from pool.imap(_run_task_star, [(task, load_id, loaded_at) for task in tasks])
 
 

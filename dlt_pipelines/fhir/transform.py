@@ -35,8 +35,7 @@ _INSTANT = re.compile(
     r"([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))$"
 )
 # Elements of type date (only a date), instant (always a zone), or dateTime (the rest below).
-DATE_ELEMENTS = frozenset({"birthDate", "valueDate", "lockedDate", "Immunization.expirationDate",
-                           "Medication.batch.expirationDate"})
+DATE_ELEMENTS = frozenset({"birthDate", "valueDate", "lockedDate"})
 INSTANT_ELEMENTS = frozenset({"lastUpdated", "issued", "valueInstant", "instant"})
 DATE_TIME_ELEMENTS = frozenset({"date", "start", "end", "recorded", "authoredOn", "created",
                                 "occurrenceDateTime", "effectiveDateTime", "onsetDateTime",
@@ -61,18 +60,23 @@ class Outcome:
     patient_key: str | None = None
 
 
-def _element_check(key: str, value: str, path: str) -> None:
+DATE_BY_TYPE = {"Immunization": "expirationDate", "Medication": "expirationDate"}
+_DATEISH = DATE_TIME_ELEMENTS | DATE_ELEMENTS | INSTANT_ELEMENTS
+
+
+def _element_check(key: str, value: str, path: list[str]) -> None:
+    """Check one date-like element; ``path`` is joined only when the value is wrong."""
     if key in INSTANT_ELEMENTS:
         if not _INSTANT.match(value):
-            raise Rejected(f"{path}.{key} is not a valid FHIR instant (a full date and time "
-                           "with a zone, for example 2024-05-01T10:00:00Z)")
-    elif key in DATE_ELEMENTS or f"{path}.{key}" in DATE_ELEMENTS:
+            raise Rejected(f"{'.'.join(path)}.{key} is not a valid FHIR instant (a full date and "
+                           "time with a zone, for example 2024-05-01T10:00:00Z)")
+    elif key in DATE_ELEMENTS or DATE_BY_TYPE.get(path[0]) == key:
         if not _DATE.match(value):
-            raise Rejected(f"{path}.{key} is not a valid FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)")
-    else:  # dateTime, and the other *Date elements, which are dateTime in R4 (recordedDate)
-        if not _DATE_TIME.match(value):
-            raise Rejected(f"{path}.{key} is not a valid FHIR dateTime (a date, or a date and "
-                           "time with seconds and a zone)")
+            raise Rejected(f"{'.'.join(path)}.{key} is not a valid FHIR date (YYYY, YYYY-MM or "
+                           "YYYY-MM-DD)")
+    elif not _DATE_TIME.match(value):  # dateTime, and the *Date elements that are dateTime in R4
+        raise Rejected(f"{'.'.join(path)}.{key} is not a valid FHIR dateTime (a date, or a date "
+                       "and time with seconds and a zone)")
 
 
 def parse_instant(value: str | None) -> dt.datetime | None:
@@ -100,24 +104,31 @@ class Normalizer:
         # (and its original sealed) by the Protector.
         return value
 
-    def walk(self, node: Any, path: str) -> None:
+    def walk(self, node: Any, path: list[str], protect=None, sealer=None) -> None:
+        """Normalize references and check dates in every object of ``node``; when ``protect``
+        is given (``Protector.protect_node``), apply it to each object once its children are
+        done, so the protection rules see normalized references (one walk does all three)."""
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(value, str):
                     if key == "reference":
                         node[key] = self.reference(value)
-                    elif key in DATE_TIME_ELEMENTS or key in DATE_ELEMENTS or \
-                            key in INSTANT_ELEMENTS or key.endswith(("Date", "DateTime")):
+                    elif key in _DATEISH or key.endswith(("Date", "DateTime")):
                         _element_check(key, value, path)
                 elif isinstance(value, (dict, list)):
-                    self.walk(value, path if key == "resource" else f"{path}.{key}")
+                    path.append(key)
+                    self.walk(value, path, protect, sealer)
+                    path.pop()
+            if protect is not None:
+                protect(node, sealer)
         elif isinstance(node, list):
             for item in node:
                 if isinstance(item, (dict, list)):
-                    self.walk(item, path)
+                    self.walk(item, path, protect, sealer)
 
 
-def subject_reference(resource: dict[str, Any]) -> str | None:
+def subject_reference(resource: dict[str, Any], resolve=lambda reference: reference) -> str | None:
+    """``Patient/<id>`` of the patient the resource is about (``resolve`` maps bundle urls)."""
     if resource.get("resourceType") == "Patient":
         return f"Patient/{resource['id']}"
     for field_name in SUBJECT_FIELDS:
@@ -126,6 +137,8 @@ def subject_reference(resource: dict[str, Any]) -> str | None:
         for candidate in candidates:
             if isinstance(candidate, dict):
                 reference = candidate.get("reference")
+                if isinstance(reference, str):
+                    reference = resolve(reference)
                 parsed = patient_target(reference) if isinstance(reference, str) else None
                 if parsed is not None:
                     return parsed[0]
@@ -178,7 +191,8 @@ class Transformer:
             return self._upsert(entry, original)
         except Rejected as reason:
             return Outcome("quarantine", resource_type=_type_of(entry.resource), reason=str(reason),
-                           raw=original, patient_key=self._owner(entry))
+                           raw=original,
+                           patient_key=getattr(reason, "patient_key", None) or self._owner(entry))
 
     def _owner(self, entry: Entry) -> str | None:
         """The patient a rejected resource is about, when that can still be told (for erasure)."""
@@ -234,7 +248,13 @@ class Transformer:
             raise Rejected(f"{resource_type}.id is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)")
 
         normalizer = Normalizer(entry.urn_map)
-        normalizer.walk(resource, resource_type)
+        patient_key, sealer = self._protector.begin(
+            subject_reference(resource, normalizer.reference))
+        try:
+            normalizer.walk(resource, [resource_type], self._protector.protect_node, sealer)
+        except Rejected as rejected:
+            rejected.patient_key = patient_key  # the walk has begun rewriting the references
+            raise
         self.unresolved_references += normalizer.unresolved
         meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
         version = meta.get("versionId")
@@ -243,7 +263,7 @@ class Transformer:
         except ValueError:
             raise Rejected(f"{resource_type}.meta.lastUpdated is not a valid FHIR instant") from None
 
-        patient_key = self._protector.protect(resource, subject=subject_reference(resource))
+        self._protector.finish(resource, patient_key, sealer)
         row_id = patient_key if resource_type == "Patient" else rid
         body = ENCODER.encode(resource)
         return Outcome("upsert", resource_type=resource_type,
