@@ -138,30 +138,13 @@ def compare(
     for column in flags:
         reference_hits = int(reference_sums[column])
         current_hits = int(current_sums[column])
-        if reference_hits == 0 and current_hits > 0:
-            appeared.append((current_hits, naming.describe_appeared(
-                    reference.label(column),
-                    unit_noun=reference.unit_noun,
-                    reference_total=len(reference.frame),
-                    current_hits=current_hits,
-                    current_total=len(current.frame),
-                ),
-            ))
-        elif current_hits == 0 and reference_hits > 0:
-            disappeared.append((reference_hits, naming.describe_disappeared(
-                    reference.label(column),
-                    unit_noun=reference.unit_noun,
-                    reference_hits=reference_hits,
-                    reference_total=len(reference.frame),
-                    current_total=len(current.frame),
-                ),
-            ))
+        change = _presence_change(reference, current, column, reference_hits, current_hits)
+        if change is not None:
+            (appeared if reference_hits == 0 else disappeared).append(change)
         if reference_hits + current_hits < config.min_count:
             untested += 1
             continue
-        records.append(
-            _compare_flag(reference, current, column, reference_hits, current_hits)
-        )
+        records.append(_compare_flag(reference, current, column, reference_hits, current_hits))
 
     adjusted = statistics.adjust_p_values(
         [record.p_value for record in records], method=config.correction
@@ -198,6 +181,33 @@ def compare(
         len(appeared),
     )
     return comparison
+
+
+def _presence_change(
+    reference: FeatureSet,
+    current: FeatureSet,
+    column: str,
+    reference_hits: int,
+    current_hits: int,
+) -> tuple[int, str] | None:
+    """(count, line) for a flag absent from one of the windows, else None."""
+    if reference_hits == 0 and current_hits > 0:
+        return current_hits, naming.describe_appeared(
+            reference.label(column),
+            unit_noun=reference.unit_noun,
+            reference_total=len(reference.frame),
+            current_hits=current_hits,
+            current_total=len(current.frame),
+        )
+    if current_hits == 0 and reference_hits > 0:
+        return reference_hits, naming.describe_disappeared(
+            reference.label(column),
+            unit_noun=reference.unit_noun,
+            reference_hits=reference_hits,
+            reference_total=len(reference.frame),
+            current_total=len(current.frame),
+        )
+    return None
 
 
 def _compare_numeric(
