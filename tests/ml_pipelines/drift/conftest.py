@@ -56,10 +56,11 @@ def chestxray(shared_data: Path):
     return chestxray_features(shared_data / "nih-chestxray14-metadata")
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _key_dir(tmp_path_factory):
-    """One key folder for the session's lakes, outside every data folder, named the way a user
-    would (the environment), so commands and ZenML steps that reopen a lake find its keys."""
+    """A key folder for each module's lakes, outside every data folder, named the way a user
+    would (the environment), so commands and ZenML steps that reopen a lake find its keys. It
+    is unset again after the module, so other folders' tests never see it."""
     previous = os.environ.get("CARELAKE_KEYS__KEY_DIR")
     os.environ["CARELAKE_KEYS__KEY_DIR"] = str(tmp_path_factory.mktemp("keys"))
     yield
@@ -74,6 +75,17 @@ def make_lake(root: Path):
     from infra.settings import load_settings
 
     return Lake.open(load_settings(data_dir=root / "data"))
+
+
+@pytest.fixture(scope="session")
+def lake_at():
+    """Open (create) a lake under a folder; the session's key folder holds its keys."""
+    return make_lake
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
 
 
 @pytest.fixture()

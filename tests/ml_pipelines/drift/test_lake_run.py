@@ -19,11 +19,9 @@ CONFIG = DriftConfig(reference="2011..2019", current="2021..", false_alarm_split
 
 
 @pytest.fixture(scope="module")
-def drift_lake(tmp_path_factory, encounters):
-    from conftest import make_lake
-
+def drift_lake(tmp_path_factory, encounters, lake_at):
     root = tmp_path_factory.mktemp("drift-lake")
-    lake = make_lake(root)
+    lake = lake_at(root)
     result = run_drift(lake, encounters, config=CONFIG, run_id="20261204T120000Z")
     return lake, result
 
@@ -99,10 +97,7 @@ def test_carelake_parses_the_drift_commands():
     assert (args.data_dir, args.out) == ("d", Path("x.html"))
 
 
-def test_eraser_removes_profiles_and_reports(tmp_path, encounters):
-    from conftest import make_lake
-
-    lake = make_lake(tmp_path)
+def test_eraser_removes_profiles_and_reports(lake, encounters):
     result = run_drift(lake, encounters, config=CONFIG, run_id="erase-run")
 
     removed = erase_patient(lake, "any-patient-key")
@@ -112,25 +107,25 @@ def test_eraser_removes_profiles_and_reports(tmp_path, encounters):
     assert lake.read_arrow(lake_io.METRICS_TABLE).num_rows == 98
 
 
-def _rendered(name: str, replacements: dict[str, str]) -> str:
-    from conftest import REPO_ROOT
-
-    sql = (REPO_ROOT / "dbt_project" / "models" / "marts" / "drift" / f"{name}.sql").read_text()
+def _rendered(root: Path, name: str, replacements: dict[str, str]) -> str:
+    sql = (root / "dbt_project" / "models" / "marts" / "drift" / f"{name}.sql").read_text()
     for jinja, relation in replacements.items():
         sql = sql.replace(jinja, relation)
     assert "{{" not in sql
     return sql
 
 
-def test_drift_marts_over_the_metrics_table(drift_lake):
+def test_drift_marts_over_the_metrics_table(drift_lake, repo_root):
     lake, result = drift_lake
     connection = lake.duckdb()
     features_sql = _rendered(
+        repo_root,
         "drift_features",
         {"{{ source('ml', 'drift_metrics') }}": lake.scan_sql(lake_io.METRICS_TABLE)},
     )
     connection.execute(f"create temp view drift_features as {features_sql}")
-    runs_sql = _rendered("drift_runs", {"{{ ref('drift_features') }}": "drift_features"})
+    runs_sql = _rendered(repo_root, "drift_runs",
+                         {"{{ ref('drift_features') }}": "drift_features"})
 
     rows = connection.execute(runs_sql).fetchall()
 
