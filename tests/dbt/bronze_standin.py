@@ -171,7 +171,8 @@ def bronze_rows(
         resource = _protect(resource)
         meta = resource.get("meta", {})
         last_updated = meta.get("lastUpdated")
-        by_type.setdefault(resource["resourceType"].lower(), []).append(
+        # The lake upserts by id: a resource seen twice (a practitioner in many bundles) is kept once.
+        by_type.setdefault(resource["resourceType"].lower(), {})[resource.get("id")] = (
             {
                 "id": resource.get("id"),
                 "resource_type": resource["resourceType"],
@@ -184,7 +185,7 @@ def bronze_rows(
                 "resource": json.dumps(resource, separators=(",", ":")),
             }
         )
-    return by_type
+    return {name: list(rows.values()) for name, rows in by_type.items()}
 
 
 def read_bundles(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
