@@ -48,25 +48,26 @@ def _schema(relations: dict[Relation, dict[str, Any]]) -> dict[str, Any]:
     return schema
 
 
-def _hops(
-    node: dict[str, Any], column: str, schema: dict[str, Any]
-) -> list[tuple[Relation, str]]:
-    """The (relation, column) pairs one model column is computed from."""
+def _hops(node: dict[str, Any], schema: dict[str, Any]) -> dict[str, list[tuple[Relation, str]]]:
+    """For each output column of one model, the (relation, column) pairs it is computed from."""
     try:
-        root = sqlglot_lineage(
-            column, node["compiled_code"], schema=schema, dialect="duckdb", trim_selects=True
+        roots = sqlglot_lineage(
+            None, node["compiled_code"], schema=schema, dialect="duckdb", trim_selects=True
         )
     except (sqlglot.errors.SqlglotError, KeyError, ValueError) as error:
-        logger.warning("no lineage for %s.%s: %s", node["name"], column, type(error).__name__)
-        return []
-    found = []
-    for lineage_node in root.walk():
-        if lineage_node.downstream or not isinstance(lineage_node.source, exp.Table):
-            continue
-        table = lineage_node.source
-        relation = _relation_key(table.catalog, table.db, table.name)
-        found.append((relation, lineage_node.name.split(".")[-1].strip('"').lower()))
-    return found
+        logger.warning("no lineage for model %s: %s", node["name"], type(error).__name__)
+        return {}
+    hops: dict[str, list[tuple[Relation, str]]] = {}
+    for column, root in roots.items():
+        found = []
+        for lineage_node in root.walk():
+            if lineage_node.downstream or not isinstance(lineage_node.source, exp.Table):
+                continue
+            table = lineage_node.source
+            relation = _relation_key(table.catalog, table.db, table.name)
+            found.append((relation, lineage_node.name.split(".")[-1].strip('"').lower()))
+        hops[column.strip('"').lower()] = found
+    return hops
 
 
 def column_edges(manifest: dict[str, Any]) -> dict[tuple[str, str], list[tuple[str, str]]]:
@@ -77,12 +78,14 @@ def column_edges(manifest: dict[str, Any]) -> dict[tuple[str, str], list[tuple[s
     for node in manifest["nodes"].values():
         if node["resource_type"] != "model" or not node.get("compiled_code"):
             continue
+        hops = _hops(node, schema)
         for column in node.get("columns", {}):
-            upstream = []
-            for relation, upstream_column in _hops(node, column, schema):
-                if relation in relations:
-                    upstream.append((relations[relation]["unique_id"], upstream_column))
-            edges[(node["unique_id"], column)] = sorted(set(upstream))
+            upstream = {
+                (relations[relation]["unique_id"], upstream_column)
+                for relation, upstream_column in hops.get(column.lower(), [])
+                if relation in relations
+            }
+            edges[(node["unique_id"], column)] = sorted(upstream)
     return edges
 
 
@@ -129,10 +132,16 @@ def column_lineage(manifest: dict[str, Any]) -> list[dict[str, Any]]:
                     "fhir_element": element or None,
                     "source_table": f"{source['schema']}.{source['name']}"
                     if source["resource_type"] == "source" else None,
-                    "path": " <- ".join(f"{nodes[step]['name']}.{name}" for step, name in path),
+                    "path": " <- ".join(_step_name(nodes[step], name) for step, name in path),
                 })
     logger.info("computed column lineage: %d rows over %d model columns", len(rows), len(edges))
     return [rows[key] for key in sorted(rows)]
+
+
+def _step_name(node: dict[str, Any], column: str) -> str:
+    if node["resource_type"] == "source":
+        return f"{node['schema']}.{node['name']}.{column}"
+    return f"{node['name']}.{column}"
 
 
 def _fhir_element(node: dict[str, Any], column: str) -> str:

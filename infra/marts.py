@@ -173,6 +173,15 @@ def _failures(result: Any) -> list[str]:
     return failed
 
 
+def _add_compiled_code(manifest: dict[str, Any], result: Any) -> None:
+    """dbt writes manifest.json before it compiles: take each model's SQL from the run results."""
+    for node_result in getattr(result.result, "results", None) or []:
+        node = node_result.node
+        compiled = getattr(node, "compiled_code", None)
+        if compiled and node.unique_id in manifest["nodes"]:
+            manifest["nodes"][node.unique_id]["compiled_code"] = compiled
+
+
 def build(
     lake: Any,
     *,
@@ -221,6 +230,7 @@ def build(
         _close_dbt_duckdb()
 
         manifest = json.loads((scratch / "target" / "manifest.json").read_text())
+        _add_compiled_code(manifest, result)
         edges = lineage.column_lineage(manifest)
         summary["lineage_rows"] = lineage.store(
             edges, connect=lambda: connect_marts(lake, as_of=as_of, read_only=False),

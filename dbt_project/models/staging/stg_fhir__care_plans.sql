@@ -17,7 +17,7 @@ flattened as (
             as category_display,
         {{ fhir_timestamp(fhir_date_text('resource', '$.period.start')) }} as started_at,
         {{ fhir_timestamp(fhir_date_text('resource', '$.period.end')) }} as ended_at,
-        coalesce(json_array_length(resource, '$.activity'), 0) as activity_count,
+        cast(coalesce(json_array_length(resource, '$.activity'), 0) as integer) as activity_count,
         last_updated as last_updated_at,
         loaded_at
     from source

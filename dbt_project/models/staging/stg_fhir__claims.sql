@@ -22,7 +22,7 @@ flattened as (
             as encounter_id,
         {{ fhir_decimal('resource', '$.total.value') }} as total_amount,
         json_extract_string(resource, '$.total.currency') as total_currency,
-        coalesce(json_array_length(resource, '$.item'), 0) as item_count,
+        cast(coalesce(json_array_length(resource, '$.item'), 0) as integer) as item_count,
         last_updated as last_updated_at,
         loaded_at
     from source

@@ -20,7 +20,7 @@ flattened as (
             "coalesce(" ~ fhir_date_text('resource', '$.effectiveDateTime') ~ ", "
             ~ fhir_date_text('resource', '$.effectivePeriod.start') ~ ")") }} as effective_at,
         {{ fhir_timestamp(fhir_date_text('resource', '$.issued')) }} as issued_at,
-        coalesce(json_array_length(resource, '$.result'), 0) as result_count,
+        cast(coalesce(json_array_length(resource, '$.result'), 0) as integer) as result_count,
         last_updated as last_updated_at,
         loaded_at
     from source

@@ -20,7 +20,7 @@ flattened as (
         {{ fhir_timestamp(fhir_date_text('resource', '$.date')) }} as dated_at,
         json_extract_string(resource, '$.content[0].attachment.contentType') as content_type,
         json_exists(resource, '$.content[0].attachment.data') as has_inline_data,
-        coalesce(json_array_length(resource, '$.content'), 0) as content_count,
+        cast(coalesce(json_array_length(resource, '$.content'), 0) as integer) as content_count,
         last_updated as last_updated_at,
         loaded_at
     from source

@@ -42,7 +42,7 @@ flattened as (
         {{ fhir_first_code('resource', '$.valueCodeableConcept') }} as value_code,
         json_extract_string(resource, '$.valueString') as value_string,
         try_cast(json_extract_string(resource, '$.valueBoolean') as boolean) as value_boolean,
-        coalesce(json_array_length(resource, '$.component'), 0) as component_count,
+        cast(coalesce(json_array_length(resource, '$.component'), 0) as integer) as component_count,
         last_updated as last_updated_at,
         loaded_at
     from source
