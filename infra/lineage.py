@@ -10,8 +10,9 @@ the path it took, model by model.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlglot
@@ -48,12 +49,25 @@ def _schema(relations: dict[Relation, dict[str, Any]]) -> dict[str, Any]:
     return schema
 
 
+@contextlib.contextmanager
+def _quiet_sqlglot() -> Iterator[None]:
+    """sqlglot logs an INFO line per DuckDB list index it rewrites; that is not news here."""
+    sqlglot_logger = logging.getLogger("sqlglot")
+    level = sqlglot_logger.level
+    sqlglot_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        sqlglot_logger.setLevel(level)
+
+
 def _hops(node: dict[str, Any], schema: dict[str, Any]) -> dict[str, list[tuple[Relation, str]]]:
     """For each output column of one model, the (relation, column) pairs it is computed from."""
     try:
-        roots = sqlglot_lineage(
-            None, node["compiled_code"], schema=schema, dialect="duckdb", trim_selects=True
-        )
+        with _quiet_sqlglot():
+            roots = sqlglot_lineage(
+                None, node["compiled_code"], schema=schema, dialect="duckdb", trim_selects=True
+            )
     except (sqlglot.errors.SqlglotError, KeyError, ValueError) as error:
         logger.warning("no lineage for model %s: %s", node["name"], type(error).__name__)
         return {}

@@ -1,11 +1,11 @@
-"""A stand-in for carelake's lake, built from public FHIR files, for the dbt project's tests.
+"""Bronze rows for the dbt project's tests, made from public FHIR files and written to a real lake.
 
-It keeps the bronze contract of docs/architecture.md: one Iceberg table per resource type in a
-real pyiceberg SqlCatalog, the bronze columns, patients under a pseudonymous key, references to
-them reading ``Patient/<patient_key>``, ``urn:uuid:`` references rewritten to ``Type/id``, and
-direct identifiers replaced by ``clp1:`` tokens. Its files are plaintext, so it lives only inside a
-private scratch folder. The planned lake API it mirrors: ``catalog``, ``fs``, ``data_dir``,
-``append``, ``delete``, ``read_arrow``, ``duckdb`` and ``keys.secret``.
+carelake's ingest (dlt_pipelines/fhir) writes the bronze layer in production. These tests need the
+bronze contract of docs/architecture.md without depending on it: one Iceberg table per resource
+type with the bronze columns, patients under a pseudonymous key, references to them reading
+``Patient/<patient_key>``, ``urn:uuid:`` references rewritten to ``Type/id``, one row per id (the
+lake upserts), and direct identifiers and free text replaced by ``clp1:`` tokens (random bytes
+here: the models never read them).
 """
 
 from __future__ import annotations
@@ -14,20 +14,12 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import fsspec
 import pyarrow as pa
-from fsspec.implementations.dirfs import DirFileSystem
-from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.expressions import parser
-
-from infra.dbt_plugin import load_extensions
 
 BRONZE_SCHEMA = pa.schema(
     [
@@ -55,50 +47,6 @@ def _token(value: Any) -> str:
 
 def patient_key_for(source_id: str) -> str:
     return "pk_" + hashlib.sha256(("standin:" + source_id).encode()).hexdigest()[:24]
-
-
-class _Keys:
-    def __init__(self) -> None:
-        self._secrets: dict[str, str] = {}
-
-    def secret(self, name: str) -> str:
-        return self._secrets.setdefault(name, secrets.token_hex(32))
-
-
-class StandInLake:
-    """The subset of ``infra.lake.Lake`` the marts use, over a plaintext scratch folder."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        (data_dir / "warehouse").mkdir(parents=True, exist_ok=True)
-        self.catalog = SqlCatalog(
-            "standin",
-            uri=f"sqlite:///{data_dir / 'catalog.db'}",
-            warehouse=f"file://{data_dir / 'warehouse'}",
-        )
-        self.catalog.create_namespace_if_not_exists("bronze")
-        self.fs = DirFileSystem(path=str(data_dir), fs=fsspec.filesystem("file"))
-        self.keys = _Keys()
-
-    def append(self, identifier: str, table: pa.Table) -> None:
-        if not self.catalog.table_exists(identifier):
-            self.catalog.create_table(identifier, schema=table.schema)
-        self.catalog.load_table(identifier).append(table)
-
-    def delete(self, identifier: str, where: str) -> int:
-        iceberg_table = self.catalog.load_table(identifier)
-        before = iceberg_table.scan().to_arrow().num_rows
-        iceberg_table.delete(parser.parse(where))
-        return before - self.catalog.load_table(identifier).scan().to_arrow().num_rows
-
-    def read_arrow(self, identifier: str, *, where: str | None = None) -> pa.Table:
-        scan = self.catalog.load_table(identifier).scan(row_filter=where or "true")
-        return scan.to_arrow()
-
-    def duckdb(self) -> duckdb.DuckDBPyConnection:
-        connection = duckdb.connect()
-        load_extensions(connection)
-        return connection
 
 
 def _rewrite_references(node: Any, fulls: dict[str, str], keys: dict[str, str]) -> Any:
@@ -219,7 +167,7 @@ def read_ndjson(folder: Path) -> Iterator[dict[str, Any]]:
 
 
 def load(
-    lake: StandInLake,
+    lake: Any,
     resources: Iterable[dict[str, Any]],
     *,
     source: str,
@@ -235,9 +183,7 @@ def load(
     return counts
 
 
-def replace_resources(
-    lake: StandInLake, table_name: str, rows: list[dict[str, Any]]
-) -> None:
+def replace_resources(lake: Any, table_name: str, rows: list[dict[str, Any]]) -> None:
     """Upsert as the lake does: delete the ids' current rows, then append the new versions."""
     ids = ", ".join(f"'{row['id']}'" for row in rows)
     lake.delete(f"bronze.{table_name}", f"id in ({ids})")
