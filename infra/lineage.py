@@ -139,7 +139,8 @@ def column_lineage(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             source_id, _ = path[-1]
             source = nodes[source_id]
             for _, _, element in elements or [(None, None, "")]:
-                key = (node["name"], column, element)
+                # One row per FHIR element reached; a path that reaches none (a seed) is its own row.
+                key = (node["name"], column, element or "path:" + " ".join(map(str, path)))
                 rows.setdefault(key, {
                     "mart": node["name"],
                     "column_name": column,

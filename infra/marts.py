@@ -202,7 +202,9 @@ def build(
     with private_scratch("dbt") as scratch, _dbt_environment(lake, as_of=as_of):
         command = ["build"]
         if select:
-            command += ["--select", select]
+            # Staging views live only for one build: run a test only when all it reads was
+            # selected (and so exists in this build).
+            command += ["--select", select, "--indirect-selection", "cautious"]
         if full_refresh:
             command.append("--full-refresh")
         result = _invoke(command, scratch=scratch, variables=variables)

@@ -106,8 +106,9 @@ def run_sql(connection: Any, text: str, *, out: TextIO) -> None:
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=out)
 
 
-def sql_command(args: argparse.Namespace, *, stdin: TextIO = sys.stdin,
-                out: TextIO = sys.stdout) -> int:
+def sql_command(args: argparse.Namespace, *, stdin: TextIO | None = None,
+                out: TextIO | None = None) -> int:
+    stdin, out = stdin or sys.stdin, out or sys.stdout
     lake = _lake(args, role="analyst")
     connection = marts.connect_marts(lake, as_of=marts.normalize_as_of(args.as_of))
     try:
@@ -125,7 +126,8 @@ def sql_command(args: argparse.Namespace, *, stdin: TextIO = sys.stdin,
                 try:
                     run_sql(connection, statement, out=out)
                 except Exception as error:  # a bad statement ends it, not the shell
-                    print(f"error: {type(error).__name__}: {error}", file=out)
+                    first_line = (str(error).splitlines() or [""])[0]
+                    print(f"error: {type(error).__name__}: {first_line}", file=out)
         return 0
     finally:
         connection.close()

@@ -100,7 +100,8 @@ def bronze_rows(
     resources: Iterable[dict[str, Any]], *, source: str, load_id: str, loaded_at: dt.datetime
 ) -> dict[str, list[dict[str, Any]]]:
     """Bronze rows by resource type, with patients keyed and references rewritten."""
-    resources = list(resources)
+    # A resource without an id (a transaction entry to create) is the ingest's to quarantine.
+    resources = [resource for resource in resources if resource.get("id")]
     fulls = {
         f"urn:uuid:{resource['id']}": f"{resource['resourceType']}/{resource['id']}"
         for resource in resources

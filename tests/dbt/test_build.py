@@ -16,7 +16,7 @@ def test_sample_build_runs_every_model_seed_and_test(sample: BuiltLake) -> None:
         "model_success": 33,
         "seed_success": 3,
         "test_pass": 123,
-        "unit_test_pass": 4,
+        "unit_test_pass": 5,
     }
 
 
