@@ -180,7 +180,7 @@ def _open_lake_from_settings() -> Any:
         ) from None
     from infra.settings import load_settings
 
-    return Lake.open(load_settings())
+    return Lake.open(load_settings(), role="loader", create=False)
 
 
 def _parse_as_of(text: str) -> dt.datetime | None:

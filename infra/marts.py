@@ -105,8 +105,12 @@ def connect_marts(
 
 
 @contextlib.contextmanager
-def _dbt_environment(lake: Any, *, as_of: dt.datetime | None) -> Iterator[None]:
-    """The environment variables the profile reads, set for the length of one build only."""
+def dbt_environment(lake: Any, *, as_of: dt.datetime | None) -> Iterator[None]:
+    """The lake bound to the plugin and the variables the profile reads, for one dbt session.
+
+    Anything that runs dbt in-process on the lake (a build, docs, sqlfluff's dbt templater) runs
+    inside it; dbt's target and log folders belong in a private scratch folder next to it.
+    """
     marts_path = marts_database_path(Path(lake.data_dir), as_of)
     marts_path.parent.mkdir(parents=True, exist_ok=True)
     values = {
@@ -199,7 +203,7 @@ def build(
     variables = {"as_of": as_of.isoformat() if as_of else "", "privacy_policy": privacy_policy}
     summary: dict[str, Any] = {"as_of": variables["as_of"] or None}
 
-    with private_scratch("dbt") as scratch, _dbt_environment(lake, as_of=as_of):
+    with private_scratch("dbt") as scratch, dbt_environment(lake, as_of=as_of):
         command = ["build"]
         if select:
             # Staging views live only for one build: run a test only when all it reads was
@@ -252,7 +256,7 @@ def build(
 def generate_docs(lake: Any, *, privacy_policy: str = "limited") -> dict[str, Any]:
     """Run ``dbt docs generate`` alone (the marts built before) and store the site encrypted."""
     variables = {"as_of": "", "privacy_policy": privacy_policy}
-    with private_scratch("dbt") as scratch, _dbt_environment(lake, as_of=None):
+    with private_scratch("dbt") as scratch, dbt_environment(lake, as_of=None):
         generated = _invoke(["docs", "generate", "--static"], scratch=scratch, variables=variables)
         if not generated.success:
             raise MartsBuildFailed(

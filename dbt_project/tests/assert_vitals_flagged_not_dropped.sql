@@ -31,7 +31,10 @@ unflagged as (
     inner join ranges on vitals.loinc_code = ranges.loinc_code
     where
         not vitals.is_implausible
-        and (vitals.value < ranges.plausible_low or vitals.value > ranges.plausible_high)
+        and (
+            vitals.canonical_value < ranges.plausible_low
+            or vitals.canonical_value > ranges.plausible_high
+        )
 )
 
 select * from dropped

@@ -53,7 +53,7 @@ def test_vitals_keep_every_measurement_and_flag_the_implausible(
         row["vital_id"]: (row["loinc_code"], row["value"], row["is_implausible"])
         for row in reference.vital_measurements(reference.resources(shared_data))
     }
-    rows = query(sample.lake, "select vital_id, loinc_code, value, is_implausible from vitals")
+    rows = query(sample.lake, "select vital_id, loinc_code, canonical_value, is_implausible from vitals")
     assert {row[0]: row[1:] for row in rows} == expected
     assert len(rows) == len(expected)
 

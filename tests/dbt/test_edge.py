@@ -26,7 +26,8 @@ def test_edge_build_passes_with_one_warning_for_dangling_patient_references(
 def test_vitals_convert_units_and_split_blood_pressure_components(edge: BuiltLake) -> None:
     rows = query(
         edge.lake,
-        "select vital_id, loinc_code, value, ucum_code, recorded_value, recorded_ucum_code, "
+        "select vital_id, loinc_code, canonical_value, canonical_ucum_code, recorded_value, "
+        "recorded_ucum_code, "
         "is_implausible from vitals order by vital_id",
     )
     assert rows == [

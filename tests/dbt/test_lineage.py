@@ -61,33 +61,33 @@ def test_an_auditor_follows_a_vital_value_back_to_the_fhir_quantity(sample: Buil
     rows = query(
         sample.lake,
         "select fhir_element, source_table, path from column_lineage "
-        "where mart = 'vitals' and column_name = 'value' and fhir_element is not null order by 1",
+        "where mart = 'vitals' and column_name = 'canonical_value' and fhir_element is not null order by 1",
     )
     assert rows == [
         (
             "Observation.component.valueQuantity.value",
             "bronze.observation",
-            "vitals.value <- int_measurements_normalized.canonical_value <- "
+            "vitals.canonical_value <- int_measurements_normalized.canonical_value <- "
             "int_measurements_unioned.value_decimal <- stg_fhir__observation_components.value_decimal "
             "<- bronze.observation.resource",
         ),
         (
             "Observation.valueQuantity.value",
             "bronze.observation",
-            "vitals.value <- int_measurements_normalized.canonical_value <- "
+            "vitals.canonical_value <- int_measurements_normalized.canonical_value <- "
             "int_measurements_unioned.value_decimal <- stg_fhir__observations.value_decimal "
             "<- bronze.observation.resource",
         ),
     ]
     seeds = query(
         sample.lake,
-        "select path from column_lineage where mart = 'vitals' and column_name = 'value' "
+        "select path from column_lineage where mart = 'vitals' and column_name = 'canonical_value' "
         "and fhir_element is null",
     )
     # The conversion: `case when from_ucum_code is null ... else value * multiply_by + then_add`.
     assert sorted(seeds) == [
-        ("vitals.value <- int_measurements_normalized.canonical_value <- "
+        ("vitals.canonical_value <- int_measurements_normalized.canonical_value <- "
          "unit_conversions.from_ucum_code",),
-        ("vitals.value <- int_measurements_normalized.canonical_value <- unit_conversions.multiply_by",),
-        ("vitals.value <- int_measurements_normalized.canonical_value <- unit_conversions.then_add",),
+        ("vitals.canonical_value <- int_measurements_normalized.canonical_value <- unit_conversions.multiply_by",),
+        ("vitals.canonical_value <- int_measurements_normalized.canonical_value <- unit_conversions.then_add",),
     ]

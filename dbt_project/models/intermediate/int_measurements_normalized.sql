@@ -16,9 +16,9 @@ normalized as (
         case
             when conversions.from_ucum_code is null then measurements.value_decimal
             else cast(
-                measurements.value_decimal * conversions.multiply_by + conversions.then_add
-                as decimal(18, 6)
-            )
+                    measurements.value_decimal * conversions.multiply_by + conversions.then_add
+                    as decimal(18, 6)
+                )
         end as canonical_value
     from measurements
     left join conversions on measurements.value_ucum_code = conversions.from_ucum_code

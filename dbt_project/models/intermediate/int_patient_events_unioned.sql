@@ -27,43 +27,80 @@ immunizations as (
 
 events as (
     select
-        'Encounter/' || encounter_id as event_source_id, patient_key, started_at as event_at,
-        'encounter' as event_type, 'http://snomed.info/sct' as code_system,
-        type_snomed_code as code, type_display as display
+        patient_key,
+        started_at as event_at,
+        'encounter' as event_type,
+        'Encounter/' || encounter_id as event_source_id,
+        'http://snomed.info/sct' as code_system,
+        type_snomed_code as code,
+        type_display as display
     from encounters
     union all
     select
-        'Condition/' || condition_id, patient_key, onset_at, 'condition_onset',
-        'http://snomed.info/sct', snomed_code, code_display
+        patient_key,
+        onset_at as event_at,
+        'condition_onset' as event_type,
+        'Condition/' || condition_id as event_source_id,
+        'http://snomed.info/sct' as code_system,
+        snomed_code as code,
+        code_display as display
     from conditions
     union all
     select
-        'Condition/' || condition_id, patient_key, abated_at, 'condition_abatement',
-        'http://snomed.info/sct', snomed_code, code_display
+        patient_key,
+        abated_at as event_at,
+        'condition_abatement' as event_type,
+        'Condition/' || condition_id as event_source_id,
+        'http://snomed.info/sct' as code_system,
+        snomed_code as code,
+        code_display as display
     from conditions
     where abated_at is not null
     union all
     select
-        'Observation/' || observation_id, patient_key, effective_at, 'observation',
-        'http://loinc.org', loinc_code, code_display
+        patient_key,
+        effective_at as event_at,
+        'observation' as event_type,
+        'Observation/' || observation_id as event_source_id,
+        'http://loinc.org' as code_system,
+        loinc_code as code,
+        code_display as display
     from observations
     union all
     select
-        'MedicationRequest/' || medication_request_id, patient_key, authored_at,
-        'medication_request', 'http://www.nlm.nih.gov/research/umls/rxnorm', rxnorm_code,
-        medication_display
+        patient_key,
+        authored_at as event_at,
+        'medication_request' as event_type,
+        'MedicationRequest/' || medication_request_id as event_source_id,
+        'http://www.nlm.nih.gov/research/umls/rxnorm' as code_system,
+        rxnorm_code as code,
+        medication_display as display
     from medications
     union all
     select
-        'Procedure/' || procedure_id, patient_key, performed_started_at, 'procedure',
-        'http://snomed.info/sct', snomed_code, code_display
+        patient_key,
+        performed_started_at as event_at,
+        'procedure' as event_type,
+        'Procedure/' || procedure_id as event_source_id,
+        'http://snomed.info/sct' as code_system,
+        snomed_code as code,
+        code_display as display
     from procedures
     union all
     select
-        'Immunization/' || immunization_id, patient_key, occurred_at, 'immunization',
-        'http://hl7.org/fhir/sid/cvx', cvx_code, vaccine_display
+        patient_key,
+        occurred_at as event_at,
+        'immunization' as event_type,
+        'Immunization/' || immunization_id as event_source_id,
+        'http://hl7.org/fhir/sid/cvx' as code_system,
+        cvx_code as code,
+        vaccine_display as display
     from immunizations
+),
+
+dated as (
+    select * from events
+    where patient_key is not null and event_at is not null
 )
 
-select * from events
-where patient_key is not null and event_at is not null
+select * from dated

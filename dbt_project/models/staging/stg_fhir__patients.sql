@@ -9,7 +9,8 @@ flattened as (
         patient_key,
         json_extract_string(resource, '$.gender') as gender,
         {{ fhir_date_start(fhir_date_text('resource', '$.birthDate')) }} as birth_date,
-        {{ fhir_date_precision(fhir_date_text('resource', '$.birthDate')) }} as birth_date_precision,
+        {{ fhir_date_precision(fhir_date_text('resource', '$.birthDate')) }}
+            as birth_date_precision,
         coalesce(
             try_cast(json_extract_string(resource, '$.deceasedBoolean') as boolean),
             json_exists(resource, '$.deceasedDateTime')

@@ -14,8 +14,8 @@ final as (
         loinc_code,
         code_display,
         effective_at as resulted_at,
-        canonical_value as value,
-        canonical_ucum_code as ucum_code,
+        canonical_value,
+        canonical_ucum_code,
         value_code
     from measurements
     where category_code = 'laboratory'

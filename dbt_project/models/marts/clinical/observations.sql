@@ -7,7 +7,10 @@
         unique_key='observation_id',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
-        post_hook="{{ delete_rows_missing_upstream(this, 'observation_id', ref('stg_fhir__observations'), 'observation_id') }}"
+        post_hook=(
+            "{{ delete_rows_missing_upstream("
+            "this, 'observation_id', ref('stg_fhir__observations'), 'observation_id') }}"
+        )
     )
 }}
 
@@ -15,9 +18,21 @@ with
 
 observations as (
     select * from {{ ref('stg_fhir__observations') }}
+),
+
+already_built as (
     {% if is_incremental() %}
-    where loaded_at > (select coalesce(max(loaded_at), timestamptz '1900-01-01') from {{ this }})
+        select coalesce(max(built.loaded_at), timestamptz '1900-01-01') as loaded_until
+        from {{ this }} as built
+    {% else %}
+        select timestamptz '1900-01-01' as loaded_until
     {% endif %}
+),
+
+changed as (
+    select observations.*
+    from observations
+    inner join already_built on observations.loaded_at > already_built.loaded_until
 ),
 
 final as (
@@ -37,7 +52,7 @@ final as (
         value_code,
         component_count,
         loaded_at
-    from observations
+    from changed
 )
 
 select * from final

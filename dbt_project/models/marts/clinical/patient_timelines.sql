@@ -7,17 +7,17 @@ events as (
 
 final as (
     select
-        event_type || ':' || event_source_id as event_id,
         patient_key,
-        cast(row_number() over (
-            partition by patient_key order by event_at, event_type, event_source_id
-        ) as integer) as event_sequence,
         event_at,
         event_type,
         event_source_id,
         code_system,
         code,
-        display
+        display,
+        event_type || ':' || event_source_id as event_id,
+        cast(row_number() over (
+            partition by patient_key order by event_at, event_type, event_source_id
+        ) as integer) as event_sequence
     from events
 )
 

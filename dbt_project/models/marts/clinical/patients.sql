@@ -1,4 +1,8 @@
--- Patients, pseudonymized (the key, never a source id) and generalized by the privacy policy.
+-- Patients, pseudonymized (the key, never a source id) and generalized by the privacy policy:
+-- under safe_harbor, dates of birth and death are removed (the year stays), ages over 89 read 90
+-- and ZIP3s of sparsely populated areas read 000.
+{% set is_safe_harbor = 'true' if var('privacy_policy') == 'safe_harbor' else 'false' %}
+
 with
 
 patients as (
@@ -9,62 +13,41 @@ restricted_zip3 as (
     select * from {{ ref('restricted_zip3') }}
 ),
 
-{% set safe_harbor = var('privacy_policy') == 'safe_harbor' %}
-
-generalized as (
+aged as (
     select
-        patients.patient_key,
-        patients.gender,
-        {% if safe_harbor %}
-        cast(null as date) as birth_date,
-        {% else %}
-        patients.birth_date,
-        {% endif %}
-        cast(extract(year from patients.birth_date) as integer) as birth_year,
+        patients.*,
+        left(patients.address_postal_code, 3) as postal_zip3,
         cast(
             date_diff(
                 'year', patients.birth_date,
                 coalesce(cast(patients.deceased_at as date), current_date)
             ) as integer
-        ) as age_years,
-        patients.is_deceased,
-        {% if safe_harbor %}
-        cast(null as date) as deceased_date,
-        {% else %}
-        cast(patients.deceased_at as date) as deceased_date,
-        {% endif %}
-        patients.race_code,
-        patients.ethnicity_code,
-        patients.address_state,
-        case
-            when patients.address_postal_code is null then null
-            {% if safe_harbor %}
-            when restricted_zip3.zip3 is not null then '000'
-            {% endif %}
-            else left(patients.address_postal_code, 3)
-        end as zip3
+        ) as exact_age_years
     from patients
-    left join restricted_zip3 on left(patients.address_postal_code, 3) = restricted_zip3.zip3
 ),
 
-final as (
+generalized as (
     select
-        patient_key,
-        gender,
-        birth_date,
-        birth_year,
-        {% if safe_harbor %}
-        case when age_years > 89 then 90 else age_years end as age_years,
-        {% else %}
-        age_years,
-        {% endif %}
-        is_deceased,
-        deceased_date,
-        race_code,
-        ethnicity_code,
-        address_state,
-        zip3
-    from generalized
+        aged.patient_key,
+        aged.gender,
+        case when not {{ is_safe_harbor }} then aged.birth_date end as birth_date,
+        cast(extract(year from aged.birth_date) as integer) as birth_year,
+        case
+            when {{ is_safe_harbor }} and aged.exact_age_years > 89 then 90
+            else aged.exact_age_years
+        end as age_years,
+        aged.is_deceased,
+        case when not {{ is_safe_harbor }} then cast(aged.deceased_at as date) end
+            as deceased_date,
+        aged.race_code,
+        aged.ethnicity_code,
+        aged.address_state,
+        case
+            when {{ is_safe_harbor }} and restricted_zip3.zip3 is not null then '000'
+            else aged.postal_zip3
+        end as zip3
+    from aged
+    left join restricted_zip3 on aged.postal_zip3 = restricted_zip3.zip3
 )
 
-select * from final
+select * from generalized

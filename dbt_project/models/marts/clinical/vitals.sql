@@ -18,8 +18,8 @@ final as (
         measurements.loinc_code,
         ranges.vital_name,
         measurements.effective_at as measured_at,
-        measurements.canonical_value as value,
-        measurements.canonical_ucum_code as ucum_code,
+        measurements.canonical_value,
+        measurements.canonical_ucum_code,
         measurements.value_decimal as recorded_value,
         measurements.value_ucum_code as recorded_ucum_code,
         coalesce(

@@ -23,10 +23,13 @@ hba1c as (
     select
         patient_key,
         count(*) as hba1c_count,
-        arg_max(value, resulted_at) as latest_hba1c_percent,
+        arg_max(canonical_value, resulted_at) as latest_hba1c_percent,
         max(resulted_at) as latest_hba1c_at
     from labs
-    where loinc_code in ('4548-4', '17856-6') and ucum_code = '%' and value is not null
+    where
+        loinc_code in ('4548-4', '17856-6')
+        and canonical_ucum_code = '%'
+        and canonical_value is not null
     group by patient_key
 ),
 

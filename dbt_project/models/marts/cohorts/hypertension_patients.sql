@@ -24,8 +24,8 @@ readings as (
         patient_key,
         observation_id,
         measured_at,
-        max(case when loinc_code = '8480-6' then value end) as systolic,
-        max(case when loinc_code = '8462-4' then value end) as diastolic
+        max(case when loinc_code = '8480-6' then canonical_value end) as systolic,
+        max(case when loinc_code = '8462-4' then canonical_value end) as diastolic
     from vitals
     where loinc_code in ('8480-6', '8462-4') and not is_implausible
     group by patient_key, observation_id, measured_at
