@@ -52,7 +52,14 @@ def _kek_provider(settings: Settings, key_dir: Path, *, create: bool):
     raise ConfigError(f"unknown keys.provider {provider!r}")
 
 
+STORAGE_MODES = ("encrypted", "passthrough", "plain")
+
+
 class Lake:
+    #: "encrypted" always, except inside infra/bench/encryption.py, which measures the cost of
+    #: encryption against the same lake on a pass-through filesystem and on plain local files.
+    storage = "encrypted"
+
     def __init__(self, settings: Settings, *, lake_id: str, keyring: Keyring) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
@@ -66,6 +73,18 @@ class Lake:
             segment_size=int(settings.get("crypto.segment_size")),
         )
         self.fs = EncryptedFileSystem(str(self.data_dir))
+
+    def _unencrypted_for_benchmark(self, mode: str) -> None:
+        """Switch this lake object to a pass-through filesystem or plain local files: only for the
+        encryption benchmark, on a scratch lake it throws away."""
+        from infra.crypto.fs import PassthroughFileSystem
+
+        if mode not in STORAGE_MODES:
+            raise ConfigError(f"unknown storage mode {mode!r}")
+        self.storage = mode
+        if mode == "passthrough":
+            self.fs = PassthroughFileSystem(str(self.data_dir))
+        self.__dict__.pop("catalog", None)
 
     # opening ----------------------------------------------------------------------------------
 
@@ -88,6 +107,7 @@ class Lake:
         key_dir = settings.key_dir / lake_id
         provider = _kek_provider(settings, key_dir, create=new)
         keyring = Keyring.open(key_dir, lake_id=lake_id, provider=provider, role=role, create=new)
+        keyring.material("lake")  # a wrong KEK fails here, before anything is read or written
         if new:
             marker.write_text(json.dumps({"format": LAKE_FORMAT, "lake_id": lake_id}) + "\n")
             logger.warning("new lake %s; its keys are in %s, outside the data folder: losing "
@@ -111,15 +131,18 @@ class Lake:
     def catalog(self):
         from pyiceberg.catalog.sql import SqlCatalog
 
-        return SqlCatalog(
-            "carelake",
-            **{
-                "uri": f"sqlite:///{self.data_dir / CATALOG_FILE}",
-                "warehouse": "clenc://warehouse",
-                "py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO",
-                "carelake.lake-root": str(self.data_dir),
-            },
-        )
+        properties = {
+            "uri": f"sqlite:///{self.data_dir / CATALOG_FILE}",
+            "warehouse": "clenc://warehouse",
+            "py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO",
+            "carelake.lake-root": str(self.data_dir),
+        }
+        if self.storage == "passthrough":
+            properties["warehouse"] = "clpass://warehouse"
+        elif self.storage == "plain":
+            properties["warehouse"] = f"file://{self.data_dir / 'warehouse'}"
+            del properties["py-io-impl"]
+        return SqlCatalog("carelake", **properties)
 
     def path(self, relative: str) -> str:
         return f"clenc://{relative.strip('/')}"
@@ -229,11 +252,14 @@ class Lake:
                                                       "autoload_known_extensions": False})
         for name in ("avro", "iceberg") + (("httpfs",) if httpfs else ()):
             connection.execute(f"load '{extension_path(name)}'")
-        connection.register_filesystem(self.fs)
+        if self.storage != "plain":
+            connection.register_filesystem(self.fs)
         return connection
 
     def scan_sql(self, identifier: str, *, snapshot_id: int | None = None) -> str:
         location = self.metadata_location(identifier).replace("'", "''")
+        if location.startswith("file://"):
+            location = location[len("file://"):]
         if snapshot_id is not None:
             return f"iceberg_scan('{location}', snapshot_from_id = {int(snapshot_id)})"
         return f"iceberg_scan('{location}')"

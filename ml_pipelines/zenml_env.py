@@ -29,4 +29,6 @@ def use_local_zenml(data_dir: Path) -> Path:
     os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
     os.environ.setdefault("ZENML_LOGGING_VERBOSITY", "WARN")
     os.environ.setdefault("ZENML_ENABLE_RICH_TRACEBACK", "false")
+    # Steps are resolved as modules of this repository, whatever script started the process.
+    os.environ.setdefault("ZENML_CUSTOM_SOURCE_ROOT", str(Path(__file__).resolve().parents[1]))
     return target

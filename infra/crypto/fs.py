@@ -165,8 +165,7 @@ class EncryptedFileSystem(AbstractFileSystem):
         return {"name": self._strip_protocol(path), "size": self._plain_size(local, stat.st_size),
                 "type": "file", "mtime": stat.st_mtime}
 
-    @staticmethod
-    def _plain_size(local: Path, size: int) -> int:
+    def _plain_size(self, local: Path, size: int) -> int:
         with open(local, "rb") as handle:
             head = handle.read(PREAMBLE_SIZE)
         _, segment_size = read_preamble(head)
@@ -253,14 +252,20 @@ class EncryptedFileSystem(AbstractFileSystem):
         if "r" in mode:
             if not local.is_file():
                 raise FileNotFoundError(self._strip_protocol(path))
-            return _DecryptingFile(self, self._strip_protocol(path), local)
+            return self._reader(path, local)
         if "w" in mode or "x" in mode:
             if "x" in mode and local.exists():
                 raise FileExistsError(self._strip_protocol(path))
-            _, primary, segment_size = _keys_for(self.root)
-            return _EncryptingFile(self._strip_protocol(path), _AtomicSink(local), primary(),
-                                   segment_size)
+            return self._writer(path, local)
         raise ValueError(f"encrypted files open for 'rb' or 'wb', not {mode!r} (no appends)")
+
+    def _reader(self, path: str, local: Path):
+        return _DecryptingFile(self, self._strip_protocol(path), local)
+
+    def _writer(self, path: str, local: Path):
+        _, primary, segment_size = _keys_for(self.root)
+        return _EncryptingFile(self._strip_protocol(path), _AtomicSink(local), primary(),
+                               segment_size)
 
     def cat_file(self, path: str, start=None, end=None, **kwargs: Any) -> bytes:
         with self._open(path, "rb") as handle:
@@ -285,6 +290,62 @@ class EncryptedFileSystem(AbstractFileSystem):
                 raise IntegrityError(f"{self._strip_protocol(path)}: {error}") from None
 
 
+class PassthroughFileSystem(EncryptedFileSystem):
+    """The same filesystem without encryption, for one purpose only: the benchmark that measures
+    what encryption costs (``infra/bench/encryption.py``), in a scratch folder it deletes. No
+    setting selects it; a lake opened by ``Lake.open`` never uses it."""
+
+    protocol = "clpass"
+
+    def _plain_size(self, local: Path, size: int) -> int:
+        return size
+
+    def _reader(self, path: str, local: Path):
+        return open(local, "rb")  # noqa: SIM115 - the caller closes it
+
+    def _writer(self, path: str, local: Path):
+        return _PlainFile(self._strip_protocol(path), _AtomicSink(local))
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        path = str(path)
+        if path.startswith("clpass://"):
+            path = path[len("clpass://"):]
+        return path.strip("/")
+
+    def unstrip_protocol(self, name: str) -> str:
+        return f"clpass://{self._strip_protocol(name)}"
+
+
+class _PlainFile:
+    def __init__(self, path: str, sink: _AtomicSink) -> None:
+        self.path, self.mode, self._sink, self.closed, self._written = path, "wb", sink, False, 0
+
+    def write(self, data) -> int:
+        self._written += len(data)
+        return self._sink.write(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._sink.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def remove_stale_temporaries(root: Path) -> int:
     """Delete the temporary files of writers that crashed before closing; returns how many."""
     removed = 0
@@ -304,10 +365,15 @@ def _pyiceberg_factory(properties: dict[str, str]) -> EncryptedFileSystem:
     return EncryptedFileSystem(root)
 
 
+def _pyiceberg_passthrough(properties: dict[str, str]) -> PassthroughFileSystem:
+    return PassthroughFileSystem(properties["carelake.lake-root"])
+
+
 def _register_with_pyiceberg() -> None:
     from pyiceberg.io import fsspec as iceberg_fsspec
 
     iceberg_fsspec.SCHEME_TO_FS[PROTOCOL] = _pyiceberg_factory
+    iceberg_fsspec.SCHEME_TO_FS[PassthroughFileSystem.protocol] = _pyiceberg_passthrough
 
 
 _register_with_pyiceberg()

@@ -1,0 +1,192 @@
+"""The bronze tables: their schema, and the merge that keeps one current version per resource.
+
+Merge rules, per resource id (the pseudonymous key for Patient):
+
+- a resource never seen is inserted;
+- a newer version (later ``meta.lastUpdated``, then a higher ``meta.versionId``) replaces the
+  stored one; an older version never overwrites a newer;
+- the same version with the same content is skipped, so re-running a load adds nothing twice;
+- without version information on either side, different content replaces (the latest load wins);
+- a delete removes the stored row unless the stored version is newer than the delete.
+
+Each batch commits as one Iceberg transaction (delete the replaced rows, append the new ones),
+retried on a conflict with another writer against the table's new state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "bronze"
+QUARANTINE = f"{NAMESPACE}.quarantine"
+_TS = pa.timestamp("us", tz="UTC")
+BRONZE_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("resource_type", pa.string(), nullable=False),
+    pa.field("version_id", pa.string()),
+    pa.field("last_updated", _TS),
+    pa.field("patient_key", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("load_id", pa.string()),
+    pa.field("loaded_at", _TS),
+    pa.field("resource", pa.string()),
+    pa.field("content_hash", pa.string()),
+])
+BATCH_SCHEMA = BRONZE_SCHEMA.append(pa.field("op", pa.string()))
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("quarantine_id", pa.string(), nullable=False),
+    pa.field("source", pa.string()),
+    pa.field("locator", pa.string()),
+    pa.field("resource_type", pa.string()),
+    pa.field("patient_key", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("record", pa.string()),
+    pa.field("load_id", pa.string()),
+    pa.field("quarantined_at", _TS),
+    pa.field("replayed_load_id", pa.string()),
+])
+
+
+def table_name(resource_type: str) -> str:
+    return f"{NAMESPACE}.{resource_type.lower()}"
+
+
+def _version_key(last_updated: dt.datetime | None, version: str | None) -> tuple:
+    numeric = int(version) if version and version.isdigit() else -1
+    return (last_updated or dt.datetime.min.replace(tzinfo=dt.UTC), numeric, version or "")
+
+
+def _has_version(last_updated: Any, version: Any) -> bool:
+    return last_updated is not None or version is not None
+
+
+@dataclass
+class MergeCounts:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    stale: int = 0
+
+    def add(self, other: MergeCounts) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class _Plan:
+    append: list[int] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    counts: MergeCounts = field(default_factory=MergeCounts)
+
+
+def _latest_per_id(batch: pa.Table) -> dict[str, int]:
+    """Index of the row that wins for each id inside one batch: the newest version, the later
+    row on a tie; a delete with no time of its own wins over the versions beside it."""
+    ids = batch.column("id").to_pylist()
+    updated = batch.column("last_updated").to_pylist()
+    versions = batch.column("version_id").to_pylist()
+    ops = batch.column("op").to_pylist()
+
+    def rank(index: int) -> tuple:
+        undated_delete = ops[index] == "delete" and updated[index] is None
+        return (undated_delete, _version_key(updated[index], versions[index]))
+
+    winners: dict[str, int] = {}
+    for index, rid in enumerate(ids):
+        best = winners.get(rid)
+        if best is None or rank(index) >= rank(best):
+            winners[rid] = index
+    return winners
+
+
+def _plan(batch: pa.Table, existing: pa.Table) -> _Plan:
+    plan = _Plan()
+    stored = {
+        rid: (updated, version, digest)
+        for rid, updated, version, digest in zip(
+            existing.column("id").to_pylist(), existing.column("last_updated").to_pylist(),
+            existing.column("version_id").to_pylist(), existing.column("content_hash").to_pylist(),
+        )
+    }
+    winners = _latest_per_id(batch)
+    plan.counts.stale += batch.num_rows - len(winners)
+    updated = batch.column("last_updated").to_pylist()
+    versions = batch.column("version_id").to_pylist()
+    digests = batch.column("content_hash").to_pylist()
+    ops = batch.column("op").to_pylist()
+    for rid, index in winners.items():
+        incoming = (updated[index], versions[index])
+        current = stored.get(rid)
+        if ops[index] == "delete":
+            if current is None:
+                plan.counts.unchanged += 1
+            elif _has_version(*incoming) and _has_version(current[0], current[1]) and \
+                    _version_key(*current[:2]) > _version_key(*incoming):
+                plan.counts.stale += 1
+            else:
+                plan.remove.append(rid)
+                plan.counts.deleted += 1
+            continue
+        if current is None:
+            plan.append.append(index)
+            plan.counts.inserted += 1
+            continue
+        new_key, old_key = _version_key(*incoming), _version_key(current[0], current[1])
+        if _has_version(*incoming) and _has_version(current[0], current[1]) and new_key != old_key:
+            if new_key > old_key:
+                plan.remove.append(rid)
+                plan.append.append(index)
+                plan.counts.updated += 1
+            else:
+                plan.counts.stale += 1
+        elif digests[index] == current[2]:
+            plan.counts.unchanged += 1
+        else:
+            plan.remove.append(rid)
+            plan.append.append(index)
+            plan.counts.updated += 1
+    return plan
+
+
+def merge_batch(lake, resource_type: str, batch: pa.Table) -> MergeCounts:
+    """Merge one batch of rows (BATCH_SCHEMA) into the resource type's bronze table."""
+    from pyiceberg.expressions import In
+
+    identifier = table_name(resource_type)
+    lake.ensure_table(identifier, BRONZE_SCHEMA)
+    ids = pc.unique(batch.column("id")).to_pylist()
+
+    def change(table) -> MergeCounts:
+        existing = table.scan(row_filter=In("id", ids),
+                              selected_fields=("id", "last_updated", "version_id",
+                                               "content_hash")).to_arrow() \
+            if table.current_snapshot() is not None else BRONZE_SCHEMA.empty_table()
+        plan = _plan(batch, existing)
+        rows = batch.take(pa.array(sorted(plan.append), type=pa.int64())).drop_columns(["op"])
+        if plan.remove or rows.num_rows:
+            with table.transaction() as transaction:
+                if plan.remove:
+                    transaction.delete(delete_filter=In("id", plan.remove))
+                if rows.num_rows:
+                    transaction.append(rows.cast(BRONZE_SCHEMA))
+        return plan.counts
+
+    counts = lake.commit(identifier, change)
+    logger.info("%s: %d inserted, %d updated, %d deleted, %d unchanged, %d stale",
+                identifier, counts.inserted, counts.updated, counts.deleted, counts.unchanged,
+                counts.stale)
+    return counts
+
+
+def reason_counts(reasons: list[str]) -> dict[str, int]:
+    return dict(Counter(reasons).most_common())

@@ -1,0 +1,353 @@
+"""The ingest: FHIR files (and servers) through dlt into the encrypted bronze Iceberg tables.
+
+Parsing, validation, reference normalization and pseudonymization run in worker processes, one
+file (or one slice of a large NDJSON file) per task, and hand back Arrow tables whose patient data
+is already sealed. A dlt resource yields those tables, in batches of ``lake.batch_rows`` rows per
+resource type, so memory is bounded by a batch and not by the input. dlt's working folder is a
+private scratch folder on memory-backed storage, removed after the load; its state (incremental
+high-water marks) is kept encrypted in the lake between runs. The dlt destination merges each
+load file into its table (``bronze.merge_batch``) in one Iceberg commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import multiprocessing
+import os
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from dlt_pipelines.fhir import bronze
+from dlt_pipelines.fhir.sources import Entry, input_files, read_file, read_ndjson_line, source_label
+from dlt_pipelines.fhir.transform import Outcome, Transformer
+from infra.scratch import private_scratch
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_NAME = "carelake_fhir"
+SLICE_BYTES = 16 << 20
+QUARANTINE_TOKEN = "clq1:"
+
+
+@dataclass
+class IngestReport:
+    load_id: str
+    files: int = 0
+    bytes: int = 0
+    resources: int = 0
+    per_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    recorded: Counter = field(default_factory=Counter)
+    quarantined: Counter = field(default_factory=Counter)
+    unresolved_references: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "load_id": self.load_id, "files": self.files, "bytes": self.bytes,
+            "resources": self.resources, "per_resource_type": dict(sorted(self.per_type.items())),
+            "recorded_requests": dict(self.recorded.most_common()),
+            "quarantined": sum(self.quarantined.values()),
+            "quarantine_reasons": dict(self.quarantined.most_common()),
+            "unresolved_references": self.unresolved_references,
+        }
+
+
+# --- work units ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Task:
+    path: str
+    start: int = 0
+    end: int = -1  # -1: the whole file
+    first_line: int = 1
+
+
+def plan_tasks(files: list[Path]) -> list[Task]:
+    """One task per file; large plain NDJSON files are cut into slices at line boundaries."""
+    tasks: list[Task] = []
+    for path in files:
+        size = path.stat().st_size
+        if ".ndjson" not in path.name or path.name.endswith(".gz") or size <= SLICE_BYTES:
+            tasks.append(Task(str(path)))
+            continue
+        with open(path, "rb") as handle:
+            start, line = 0, 1
+            while start < size:
+                handle.seek(min(start + SLICE_BYTES, size))
+                handle.readline()
+                end = min(handle.tell(), size)
+                handle.seek(start)
+                lines = handle.read(end - start).count(b"\n")
+                tasks.append(Task(str(path), start, end, line))
+                start, line = end, line + lines
+    return tasks
+
+
+def _entries(task: Task) -> Iterator[Entry]:
+    path = Path(task.path)
+    if task.end < 0:
+        yield from read_file(path)
+        return
+    with open(path, "rb") as handle:
+        handle.seek(task.start)
+        blob = handle.read(task.end - task.start)
+    for offset, line in enumerate(blob.splitlines(), start=task.first_line):
+        if line.strip():
+            yield from read_ndjson_line(line, offset)
+
+
+# --- the worker side -------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(values: dict[str, Any]) -> None:
+    # A failure here is kept and raised by the first task: a pool whose initializer raises
+    # restarts its workers forever instead of reporting.
+    try:
+        from infra.lake import Lake
+        from infra.settings import Settings
+
+        _WORKER["lake"] = Lake.open(Settings(values), create=False)
+    except Exception as error:  # noqa: BLE001 - re-raised in run_task
+        _WORKER["error"] = error
+
+
+@dataclass
+class TaskResult:
+    tables: dict[str, pa.Table]
+    quarantine: list[dict[str, Any]]
+    recorded: Counter
+    resources: int
+    unresolved: int
+
+
+def _seal_record(quarantine_key: bytes, raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    nonce = os.urandom(12)
+    sealed = AESGCM(quarantine_key).encrypt(nonce, raw, b"carelake quarantine v1")
+    return QUARANTINE_TOKEN + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def open_quarantined(quarantine_key: bytes, token: str) -> bytes:
+    raw = base64.urlsafe_b64decode(token[len(QUARANTINE_TOKEN):])
+    return AESGCM(quarantine_key).decrypt(raw[:12], raw[12:], b"carelake quarantine v1")
+
+
+def run_task(task: Task, load_id: str, loaded_at: dt.datetime, lake=None) -> TaskResult:
+    if lake is None:
+        if "error" in _WORKER:
+            raise _WORKER["error"]
+        lake = _WORKER["lake"]
+    source = source_label(Path(task.path))
+    transformer = Transformer(lake.patients, index_key=lake.keys.material("index"),
+                              source=source, load_id=load_id, loaded_at=loaded_at)
+    return _collect(transformer, _entries(task), lake, source, load_id, loaded_at)
+
+
+def _collect(transformer: Transformer, entries: Iterable[Entry], lake, source: str,
+             load_id: str, loaded_at: dt.datetime) -> TaskResult:
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    quarantine: list[dict[str, Any]] = []
+    recorded: Counter = Counter()
+    resources = 0
+    quarantine_key = lake.keys.material("quarantine")
+    for entry in entries:
+        outcome: Outcome = transformer.outcome(entry)
+        if outcome.kind in {"upsert", "delete"}:
+            rows[outcome.resource_type].append(outcome.row)
+            resources += outcome.kind == "upsert"
+        elif outcome.kind == "recorded":
+            recorded[outcome.reason] += 1
+        else:
+            quarantine.append({
+                "quarantine_id": uuid.uuid4().hex, "source": source, "locator": entry.locator,
+                "resource_type": outcome.resource_type, "patient_key": outcome.patient_key,
+                "reason": outcome.reason,
+                "record": _seal_record(quarantine_key, outcome.raw), "load_id": load_id,
+                "quarantined_at": loaded_at, "replayed_load_id": None,
+            })
+    tables = {kind: pa.Table.from_pylist(batch, schema=bronze.BATCH_SCHEMA)
+              for kind, batch in rows.items()}
+    return TaskResult(tables, quarantine, recorded, resources, transformer.unresolved_references)
+
+
+def _run_task_star(arguments: tuple) -> TaskResult:
+    return run_task(*arguments)
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
+             workers: int) -> Iterator[TaskResult]:
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield run_task(task, load_id, loaded_at, lake)
+        return
+    context = multiprocessing.get_context("spawn")
+    # The workers get the resolved settings themselves, not just the environment, so settings
+    # given in-process (overrides, a custom environ) hold there too.
+    values = lake.settings.with_overrides(**{"lake.data_dir": str(lake.data_dir),
+                                             "keys.key_dir": str(lake.settings.key_dir)}).values
+    with context.Pool(workers, initializer=_worker_init, initargs=(values,)) as pool:
+        yield from pool.imap(_run_task_star, [(task, load_id, loaded_at) for task in tasks])
+
+
+def _batches(results: Iterable[TaskResult], report: IngestReport, batch_rows: int,
+             progress) -> Iterator[tuple[str, pa.Table]]:
+    import dlt
+
+    pending: dict[str, list[pa.Table]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    for result in results:
+        report.resources += result.resources
+        report.recorded.update(result.recorded)
+        report.unresolved_references += result.unresolved
+        for row in result.quarantine:
+            report.quarantined[row["reason"]] += 1
+        if result.quarantine:
+            yield dlt.mark.with_table_name(
+                pa.Table.from_pylist(result.quarantine, schema=bronze.QUARANTINE_SCHEMA),
+                "quarantine")
+        for kind, table in result.tables.items():
+            pending[kind].append(table)
+            counts[kind] += table.num_rows
+            if counts[kind] >= batch_rows:
+                yield dlt.mark.with_table_name(pa.concat_tables(pending.pop(kind)), kind)
+                counts[kind] = 0
+        if progress is not None:
+            progress()
+    for kind, tables in pending.items():
+        yield dlt.mark.with_table_name(pa.concat_tables(tables), kind)
+
+
+def _destination(lake, report: IngestReport):
+    import dlt
+
+    @dlt.destination(batch_size=0, loader_file_format="parquet", name="carelake_bronze",
+                     naming_convention="direct", skip_dlt_columns_and_tables=True,
+                     max_parallel_load_jobs=1)
+    def carelake_bronze(items: str, table: dict[str, Any]) -> None:
+        name = table["name"]
+        data = pq.read_table(items)
+        if name == "quarantine":
+            lake.append(bronze.QUARANTINE, data.select(bronze.QUARANTINE_SCHEMA.names)
+                        .cast(bronze.QUARANTINE_SCHEMA))
+            return
+        batch = data.select(bronze.BATCH_SCHEMA.names).cast(bronze.BATCH_SCHEMA)
+        resource_type = batch.column("resource_type")[0].as_py()
+        counts = bronze.merge_batch(lake, resource_type, batch)
+        entry = report.per_type.setdefault(resource_type, {
+            "loaded": 0, "updated": 0, "deleted": 0, "unchanged": 0, "stale": 0})
+        entry["loaded"] += counts.inserted
+        entry["updated"] += counts.updated
+        entry["deleted"] += counts.deleted
+        entry["unchanged"] += counts.unchanged
+        entry["stale"] += counts.stale
+
+    return carelake_bronze
+
+
+STATE_FOLDER = f"dlt/{PIPELINE_NAME}"
+STATE_FILES = ("state.json", "schemas")
+
+
+def _restore_state(lake, working: Path) -> None:
+    """Put the pipeline's state and schemas, kept encrypted in the lake, into dlt's folder."""
+    if not lake.fs.exists(STATE_FOLDER):
+        return
+    for path in lake.fs.find(STATE_FOLDER):
+        relative = path[len(STATE_FOLDER) + 1:]
+        target = working / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(lake.fs.cat_file(path))
+
+
+def _save_state(lake, working: Path) -> None:
+    for name in STATE_FILES:
+        source = working / name
+        files = [source] if source.is_file() else sorted(source.rglob("*")) if source.exists() else []
+        for path in files:
+            if path.is_file():
+                lake.fs.pipe_file(f"{STATE_FOLDER}/{path.relative_to(working)}", path.read_bytes())
+
+
+def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
+           progress: bool = False, servers: list[str] = (), bulk: bool = False,
+           extra_resources: Iterable[Any] = ()) -> IngestReport:
+    """Load FHIR files and folders, FHIR servers (REST search, incremental) and a Bulk Data
+    export into the bronze tables; returns the counts of the load."""
+    import dlt
+
+    files = input_files([Path(source) for source in sources]) if sources else []
+    tasks = plan_tasks(files)
+    load_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    loaded_at = dt.datetime.now(dt.UTC)
+    report = IngestReport(load_id=load_id, files=len(files),
+                          bytes=sum(path.stat().st_size for path in files))
+    workers = workers if workers is not None else int(lake.settings.get("ingest.workers") or 0)
+    if workers <= 0:
+        workers = os.cpu_count() or 1
+    if report.bytes < 8 << 20:
+        workers = 1  # start-up of worker processes costs more than it saves on small inputs
+    batch_rows = int(lake.settings.get("lake.batch_rows"))
+
+    bar = _progress_bar(len(tasks)) if progress else None
+    results = _results(lake, tasks, load_id, loaded_at, workers)
+
+    @dlt.resource(name="fhir", max_table_nesting=0)
+    def fhir_resources():
+        yield from _batches(results, report, batch_rows, bar.advance if bar else None)
+
+    extra_resources = list(extra_resources)
+    if servers or bulk:
+        from dlt_pipelines.fhir.rest_ingest import bulk_resources, server_resources
+
+        if servers:
+            extra_resources += server_resources(lake, servers, load_id=load_id, loaded_at=loaded_at)
+        if bulk:
+            extra_resources += bulk_resources(lake, load_id=load_id, loaded_at=loaded_at)
+
+    with private_scratch("dlt") as scratch:
+        working = scratch / PIPELINE_NAME
+        _restore_state(lake, working)
+        pipeline = dlt.pipeline(pipeline_name=PIPELINE_NAME, pipelines_dir=str(scratch),
+                                destination=_destination(lake, report))
+        try:
+            pipeline.run([fhir_resources(), *extra_resources] if files else extra_resources)
+        finally:
+            if bar:
+                bar.close()
+        _save_state(lake, working)
+
+    lake.audit.append("load", load_id=load_id, files=report.files, bytes=report.bytes,
+                      resources=report.resources, quarantined=sum(report.quarantined.values()),
+                      tables=sorted(report.per_type))
+    logger.info("load %s: %d files, %d resources, %d quarantined", load_id, report.files,
+                report.resources, sum(report.quarantined.values()))
+    return report
+
+
+class _progress_bar:  # noqa: N801 - used like a function
+    def __init__(self, total: int) -> None:
+        from rich.progress import Progress
+
+        self._progress = Progress(transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("ingest", total=total)
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
+
+    def close(self) -> None:
+        self._progress.stop()

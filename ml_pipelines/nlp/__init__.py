@@ -1,0 +1,1 @@
+"""Clinical NLP: notes from the lake, MedCAT concept extraction, ConText, evaluation."""

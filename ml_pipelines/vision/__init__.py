@@ -1,0 +1,1 @@
+"""Chest X-ray scoring with TorchXRayVision: preprocessing, weights, inference, import, stage."""
