@@ -55,24 +55,35 @@ BRONZE_TABLES: tuple[str, ...] = (
     "organization", "location",
 )
 
-# Tables the ML stages write; documented in dbt_project/models/sources.yml.
-ML_TABLES: dict[str, dict[str, str]] = {
-    "note_mentions": {
-        "mention_id": "varchar", "patient_key": "varchar", "document_id": "varchar",
-        "concept_id": "varchar", "concept_name": "varchar", "semantic_type": "varchar",
-        "is_negated": "boolean", "confidence": "double", "written_at": "timestamptz",
-    },
-    "imaging_findings": {
-        "finding_id": "varchar", "patient_key": "varchar", "imaging_study_id": "varchar",
-        "finding": "varchar", "probability": "double", "model_name": "varchar",
-        "written_at": "timestamptz",
-    },
-    "drift_metrics": {
-        "metric_id": "varchar", "feature": "varchar", "window_start": "timestamptz",
-        "metric": "varchar", "value": "double", "is_drift": "boolean",
-        "written_at": "timestamptz",
-    },
+# Tables the ML stages write, and where each stage defines its Arrow schema. The ML marts declare
+# these sources in their own yml (dbt_project/models/marts/<nlp|imaging|drift>/).
+ML_TABLE_SCHEMAS: dict[str, str] = {
+    "note_mentions": "ml_pipelines.nlp.tables:MENTION_SCHEMA",
+    "images": "ml_pipelines.vision.tables:IMAGES_SCHEMA",
+    "imaging_findings": "ml_pipelines.vision.tables:FINDINGS_SCHEMA",
 }
+
+
+def ml_table_columns() -> dict[str, dict[str, str]]:
+    """Column names and DuckDB types of each ML table whose stage is part of this build."""
+    found: dict[str, dict[str, str]] = {}
+    scratch = duckdb.connect()
+    try:
+        for name, target in ML_TABLE_SCHEMAS.items():
+            module_name, _, attribute = target.partition(":")
+            try:
+                schema = getattr(importlib.import_module(module_name), attribute)
+            except ModuleNotFoundError as error:
+                if error.name and module_name.startswith(error.name):
+                    continue  # that stage is not in this build: its marts are not either
+                raise
+            relation = scratch.from_arrow(schema.empty_table())
+            found[name] = {
+                column: str(kind) for column, kind in zip(relation.columns, relation.types)
+            }
+    finally:
+        scratch.close()
+    return found
 
 
 @dataclass
@@ -110,7 +121,7 @@ def load_extensions(connection: duckdb.DuckDBPyConnection) -> None:
 
 
 def _empty_view_sql(columns: dict[str, str]) -> str:
-    selected = ", ".join(f"cast(null as {kind}) as {name}" for name, kind in columns.items())
+    selected = ", ".join(f'cast(null as {kind}) as "{name}"' for name, kind in columns.items())
     return f"select {selected} where false"
 
 
@@ -138,7 +149,9 @@ def _existing_tables(catalog: Any, namespace: str) -> set[str]:
 def view_statements(lake: Any, *, as_of: dt.datetime | None) -> dict[str, str]:
     """``schema.view`` -> the select it stands for, for every bronze and ML source."""
     statements: dict[str, str] = {}
-    namespaces = {"bronze": dict.fromkeys(BRONZE_TABLES, BRONZE_COLUMNS), "ml": ML_TABLES}
+    namespaces = {
+        "bronze": dict.fromkeys(BRONZE_TABLES, BRONZE_COLUMNS), "ml": ml_table_columns(),
+    }
     for namespace, expected in namespaces.items():
         existing = _existing_tables(lake.catalog, namespace)
         for name in sorted(existing | set(expected)):

@@ -36,7 +36,8 @@ def _relations(manifest: dict[str, Any]) -> dict[Relation, dict[str, Any]]:
             relations[_relation_key(node["database"], node["schema"], name)] = node
     for source in manifest["sources"].values():
         name = source.get("identifier") or source["name"]
-        relations[_relation_key(source["database"], source["schema"], name)] = source
+        # carelake's source() macro resolves every source in DuckDB's in-memory catalog.
+        relations[_relation_key("memory", source["schema"], name)] = source
     return relations
 
 

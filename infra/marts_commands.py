@@ -64,11 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _lake(args: argparse.Namespace, *, role: str) -> Any:
+    """The lake named by ``--data-dir``, opened as ``--role`` (or ``role`` when none is given)."""
     from infra.lake import Lake
     from infra.settings import load_settings
 
     settings = load_settings(data_dir=getattr(args, "data_dir", None))
-    return Lake.open(settings, role=role, create=False)
+    return Lake.open(settings, role=getattr(args, "role", None) or role, create=False)
 
 
 def build_command(args: argparse.Namespace) -> int:

@@ -11,14 +11,12 @@ def test_edge_build_passes_with_one_warning_for_dangling_patient_references(
     edge: BuiltLake,
 ) -> None:
     # The examples reference patients that are not among them: relationships warn, never fail.
-    assert edge.summary["build"] == {
-        "exposure_no-op": 4,
-        "model_success": 33,
-        "seed_success": 3,
-        "test_pass": 122,
-        "test_warn": 1,
-        "unit_test_pass": 5,
+    build = edge.summary["build"]
+    assert build["test_warn"] == 1
+    assert {key for key in build if not key.endswith(("_pass", "_success", "_no-op"))} == {
+        "test_warn"
     }
+    assert build["unit_test_pass"] == 5 and build["seed_success"] == 3
     assert edge.loads["examples"]["observation"] == 49
     assert query(edge.lake, "select count(*) from observations") == [(49,)]
 

@@ -15,6 +15,8 @@ flattened as (
             'http://terminology.hl7.org/CodeSystem/condition-ver-status') }}
             as verification_status,
         {{ fhir_first_code('resource', '$.category[0]') }} as category_code,
+        json_extract_string(resource, '$.code.coding[0].system') as code_system,
+        json_extract_string(resource, '$.code.coding[0].code') as code,
         {{ fhir_code('resource', '$.code', 'http://snomed.info/sct') }} as snomed_code,
         coalesce(
             {{ fhir_code_display('resource', '$.code', 'http://snomed.info/sct') }},
