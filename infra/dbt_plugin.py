@@ -137,13 +137,8 @@ def _scan_sql(table: Any, as_of: dt.datetime | None) -> str | None:
     return f"select * from iceberg_scan('{location}', snapshot_from_id => {snapshot.snapshot_id})"
 
 
-def _existing_tables(catalog: Any, namespace: str) -> set[str]:
-    try:
-        return {identifier[-1] for identifier in catalog.list_tables(namespace)}
-    except Exception as error:  # pyiceberg raises NoSuchNamespaceError on a fresh lake
-        if type(error).__name__ == "NoSuchNamespaceError":
-            return set()
-        raise
+def _existing_tables(lake: Any, namespace: str) -> set[str]:
+    return {identifier.rsplit(".", 1)[-1] for identifier in lake.tables(namespace)}
 
 
 def view_statements(lake: Any, *, as_of: dt.datetime | None) -> dict[str, str]:
@@ -153,11 +148,11 @@ def view_statements(lake: Any, *, as_of: dt.datetime | None) -> dict[str, str]:
         "bronze": dict.fromkeys(BRONZE_TABLES, BRONZE_COLUMNS), "ml": ml_table_columns(),
     }
     for namespace, expected in namespaces.items():
-        existing = _existing_tables(lake.catalog, namespace)
+        existing = _existing_tables(lake, namespace)
         for name in sorted(existing | set(expected)):
             scan = None
             if name in existing:
-                scan = _scan_sql(lake.catalog.load_table(f"{namespace}.{name}"), as_of)
+                scan = _scan_sql(lake.table(f"{namespace}.{name}"), as_of)
             if scan is None:
                 columns = expected.get(name, BRONZE_COLUMNS)
                 scan = _empty_view_sql(columns)

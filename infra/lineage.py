@@ -140,7 +140,7 @@ def column_lineage(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             source_id, _ = path[-1]
             source = nodes[source_id]
             for _, _, element in elements or [(None, None, "")]:
-                # One row per FHIR element reached; a path that reaches none (a seed) is its own row.
+                # One row per FHIR element reached; a path reaching none (a seed) is a row too.
                 key = (node["name"], column, element or "path:" + " ".join(map(str, path)))
                 rows.setdefault(key, {
                     "mart": node["name"],

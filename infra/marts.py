@@ -97,9 +97,8 @@ def connect_marts(
     dbt_plugin.load_extensions(connection)
     connection.execute("set TimeZone = 'UTC'")
     mode = ", READ_ONLY" if read_only else ""
-    connection.execute(
-        f"ATTACH '{path}' AS marts (ENCRYPTION_KEY '{marts_key(lake)}'{mode})"
-    )
+    quoted = str(path).replace("'", "''")
+    connection.execute(f"ATTACH '{quoted}' AS marts (ENCRYPTION_KEY '{marts_key(lake)}'{mode})")
     connection.execute("USE marts")
     return connection
 
@@ -291,7 +290,7 @@ def run_stage(context: Any) -> Any:
     from infra.stages import StageResult
 
     lake = context.lake
-    if not lake.catalog.list_tables(context.settings.get("lake.bronze_namespace", "bronze")):
+    if not lake.tables(context.settings.get("lake.bronze_namespace", "bronze")):
         raise StageUnavailable("the lake has no bronze tables yet: run the ingest stage first")
     summary = build(
         lake, docs=True, privacy_policy=context.settings.get("privacy.policy", "limited")

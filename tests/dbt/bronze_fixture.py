@@ -120,7 +120,7 @@ def bronze_rows(
         resource = _protect(resource)
         meta = resource.get("meta", {})
         last_updated = meta.get("lastUpdated")
-        # The lake upserts by id: a resource seen twice (a practitioner in many bundles) is kept once.
+        # The lake upserts by id: a resource seen twice (a practitioner of many bundles) stays one.
         by_type.setdefault(resource["resourceType"].lower(), {})[resource.get("id")] = (
             {
                 "id": resource.get("id"),

@@ -41,7 +41,7 @@ class BuiltLake:
 def shared_data() -> Path:
     folder = (REPO_ROOT / ".." / "shared" / "data").resolve()
     if not folder.is_dir():
-        pytest.fail(f"the public test data is missing: expected {folder} (see shared/data/INDEX.md)")
+        pytest.fail(f"the public test data is missing: expected {folder} (shared/data/INDEX.md)")
     return folder
 
 
@@ -54,7 +54,7 @@ def open_lake(root: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[BuiltLake]:
-    """The Bulk NDJSON export first, then the 40 bundles; built with docs, as `carelake run` does."""
+    """The Bulk NDJSON export, then the 40 bundles; built with docs, as `carelake run` does."""
     lake = open_lake(tmp_path_factory.mktemp("sample-lake"))
     loads = {
         "bulk": bronze_fixture.load(

@@ -1,4 +1,4 @@
-"""Expected values computed straight from the public FHIR files, in plain Python, to check the marts.
+"""Expected values computed from the public FHIR files in plain Python, to check the marts.
 
 Independent of DuckDB and of the models: JSON parsed with Python's decimal for numbers, dates
 compared as ISO text. Only what the tests compare is computed.

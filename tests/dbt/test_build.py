@@ -63,7 +63,9 @@ def test_vitals_keep_every_measurement_and_flag_the_implausible(
         row["vital_id"]: (row["loinc_code"], row["value"], row["is_implausible"])
         for row in reference.vital_measurements(reference.resources(shared_data))
     }
-    rows = query(sample.lake, "select vital_id, loinc_code, canonical_value, is_implausible from vitals")
+    rows = query(
+        sample.lake, "select vital_id, loinc_code, canonical_value, is_implausible from vitals"
+    )
     assert {row[0]: row[1:] for row in rows} == expected
     assert len(rows) == len(expected)
 
@@ -108,7 +110,8 @@ def test_hypertension_cohort_reads_blood_pressure_components(
     hypertensive = {
         reference.subject_id(condition)
         for condition in reference.of_type(items, "Condition")
-        if {"38341003", "59621000"} & set(reference.codes(condition["code"], "http://snomed.info/sct"))
+        if {"38341003", "59621000"}
+        & set(reference.codes(condition["code"], "http://snomed.info/sct"))
     }
     readings: dict[str, list[tuple]] = defaultdict(list)
     for observation in reference.of_type(items, "Observation"):
@@ -120,7 +123,11 @@ def test_hypertension_cohort_reads_blood_pressure_components(
         }
         if "8480-6" in values and "8462-4" in values:
             readings[reference.subject_id(observation)].append(
-                (reference.utc(observation["effectiveDateTime"]), values["8480-6"], values["8462-4"])
+                (
+                    reference.utc(observation["effectiveDateTime"]),
+                    values["8480-6"],
+                    values["8462-4"],
+                )
             )
     expected = sorted(
         (len(readings[patient]), max(readings[patient])[1], max(readings[patient])[2])
@@ -133,7 +140,8 @@ def test_hypertension_cohort_reads_blood_pressure_components(
         "from hypertension_patients where bp_reading_count > 0 order by all",
     )
     assert rows == expected
-    assert query(sample.lake, "select count(*) from hypertension_patients")[0][0] == len(hypertensive)
+    total = query(sample.lake, "select count(*) from hypertension_patients")[0][0]
+    assert total == len(hypertensive)
 
 
 def test_encounter_lengths_and_patient_timelines_are_consistent(sample: BuiltLake) -> None:

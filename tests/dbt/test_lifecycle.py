@@ -24,7 +24,9 @@ def test_incremental_observations_follow_updates_and_deletes(edge: BuiltLake) ->
 
     # A marker on an untouched row shows the next build merges rather than rebuilds.
     connection = marts.connect_marts(lake, read_only=False)
-    connection.execute("update observations set code_display = 'untouched' where observation_id = 'bmd'")
+    connection.execute(
+        "update observations set code_display = 'untouched' where observation_id = 'bmd'"
+    )
     connection.close()
 
     updated = _bronze_row(lake, "observation", "bmi")

@@ -42,7 +42,9 @@ def test_every_model_states_its_grain_and_documents_every_column(sample: BuiltLa
         if not built:
             problems.append(f"{node['name']}: not in the catalog")
         undocumented = {name.lower() for name in built} - set(node["columns"])
-        undescribed = [name for name, column in node["columns"].items() if not column["description"]]
+        undescribed = [
+            name for name, column in node["columns"].items() if not column["description"]
+        ]
         if undocumented or undescribed:
             problems.append(f"{node['name']}: {sorted(undocumented)} {undescribed}")
     assert problems == []
@@ -73,14 +75,16 @@ def test_an_auditor_follows_a_vital_value_back_to_the_fhir_quantity(sample: Buil
     rows = query(
         sample.lake,
         "select fhir_element, source_table, path from column_lineage "
-        "where mart = 'vitals' and column_name = 'canonical_value' and fhir_element is not null order by 1",
+        "where mart = 'vitals' and column_name = 'canonical_value' and fhir_element is not null "
+        "order by 1",
     )
     assert rows == [
         (
             "Observation.component.valueQuantity.value",
             "bronze.observation",
             "vitals.canonical_value <- int_measurements_normalized.canonical_value <- "
-            "int_measurements_unioned.value_decimal <- stg_fhir__observation_components.value_decimal "
+            "int_measurements_unioned.value_decimal <- "
+            "stg_fhir__observation_components.value_decimal "
             "<- bronze.observation.resource",
         ),
         (
@@ -100,6 +104,8 @@ def test_an_auditor_follows_a_vital_value_back_to_the_fhir_quantity(sample: Buil
     assert sorted(seeds) == [
         ("vitals.canonical_value <- int_measurements_normalized.canonical_value <- "
          "unit_conversions.from_ucum_code",),
-        ("vitals.canonical_value <- int_measurements_normalized.canonical_value <- unit_conversions.multiply_by",),
-        ("vitals.canonical_value <- int_measurements_normalized.canonical_value <- unit_conversions.then_add",),
+        ("vitals.canonical_value <- int_measurements_normalized.canonical_value <- "
+         "unit_conversions.multiply_by",),
+        ("vitals.canonical_value <- int_measurements_normalized.canonical_value <- "
+         "unit_conversions.then_add",),
     ]
