@@ -176,6 +176,16 @@ def _failures(result: Any) -> list[str]:
     return failed
 
 
+def with_ancestors(select: str) -> str:
+    """Each selected node with all it reads: ``vitals`` -> ``+vitals``; a node with its
+    descendants, ``x+``, -> ``@x`` (the descendants' other parents come along too)."""
+    parts = []
+    for part in select.split():
+        name = part.lstrip("+@")
+        parts.append("@" + name.rstrip("+") if name.endswith("+") else "+" + name)
+    return " ".join(parts)
+
+
 def _add_compiled_code(manifest: dict[str, Any], result: Any) -> None:
     """dbt writes manifest.json before it compiles: take each model's SQL from the run results."""
     for node_result in getattr(result.result, "results", None) or []:
@@ -205,9 +215,9 @@ def build(
     with private_scratch("dbt") as scratch, dbt_environment(lake, as_of=as_of):
         command = ["build"]
         if select:
-            # Staging views live only for one build: run a test only when all it reads was
-            # selected (and so exists in this build).
-            command += ["--select", select, "--indirect-selection", "cautious"]
+            # Staging views and seeds live in memory for one build: a selection takes along
+            # everything upstream of it, and runs a test only when all it reads was selected.
+            command += ["--select", with_ancestors(select), "--indirect-selection", "cautious"]
         if full_refresh:
             command.append("--full-refresh")
         result = _invoke(command, scratch=scratch, variables=variables)
@@ -234,20 +244,22 @@ def build(
                 )
         _close_dbt_duckdb()
 
-        manifest = json.loads((scratch / "target" / "manifest.json").read_text())
-        _add_compiled_code(manifest, result)
-        edges = lineage.column_lineage(manifest)
-        summary["lineage_rows"] = lineage.store(
-            edges, connect=lambda: connect_marts(lake, as_of=as_of, read_only=False),
-            table=LINEAGE_TABLE,
-        )
-        if docs:
-            summary["docs_files"] = store_docs_site(lake, scratch / "target", edges)
+        # The lineage needs every model's compiled SQL: a partial build leaves it as it was.
+        if not select:
+            manifest = json.loads((scratch / "target" / "manifest.json").read_text())
+            _add_compiled_code(manifest, result)
+            edges = lineage.column_lineage(manifest)
+            summary["lineage_rows"] = lineage.store(
+                edges, connect=lambda: connect_marts(lake, as_of=as_of, read_only=False),
+                table=LINEAGE_TABLE,
+            )
+            if docs:
+                summary["docs_files"] = store_docs_site(lake, scratch / "target", edges)
 
     logger.info(
-        "built marts%s: %s; freshness %s; %d lineage rows",
-        f" as of {variables['as_of']}" if as_of else "",
-        summary["build"], summary["freshness"], summary["lineage_rows"],
+        "built marts%s%s: %s; freshness %s; %s lineage rows",
+        f" as of {variables['as_of']}" if as_of else "", f" ({select})" if select else "",
+        summary["build"], summary["freshness"], summary.get("lineage_rows", "no new"),
     )
     return summary
 

@@ -76,7 +76,7 @@ def build_command(args: argparse.Namespace) -> int:
     lake = _lake(args, role="loader")
     summary = marts.build(
         lake, as_of=args.as_of, select=args.select, full_refresh=args.full_refresh,
-        docs=args.docs and args.as_of is None,
+        docs=args.docs and args.as_of is None and not args.select,
         privacy_policy=lake.settings.get("privacy.policy", "limited"),
     )
     print(json.dumps(summary, indent=2))

@@ -94,7 +94,7 @@
     end
 {%- endmacro %}
 
-{#- A dateTime or instant as a UTC timestamp; a partial date maps to the start of what it covers. -#}
+{#- A dateTime or instant as a UTC timestamp; a partial date maps to the start it covers. -#}
 {% macro fhir_timestamp(text) -%}
     case
         when {{ fhir_date_precision(text) }} = 'time' then try_cast({{ text }} as timestamptz)

@@ -1,3 +1,5 @@
+{% set us_core = 'http://hl7.org/fhir/us/core/StructureDefinition/' %}
+
 with
 
 source as (
@@ -17,13 +19,13 @@ flattened as (
         ) as is_deceased,
         {{ fhir_timestamp(fhir_date_text('resource', '$.deceasedDateTime')) }} as deceased_at,
         {{ fhir_extension_value(
-            fhir_extension('resource', 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-race'),
+            fhir_extension('resource', us_core ~ 'us-core-race'),
             'ombCategory', 'valueCoding.code') }} as race_code,
         {{ fhir_extension_value(
-            fhir_extension('resource', 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity'),
+            fhir_extension('resource', us_core ~ 'us-core-ethnicity'),
             'ombCategory', 'valueCoding.code') }} as ethnicity_code,
         {{ fhir_extension_value(
-            'resource', 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex',
+            'resource', us_core ~ 'us-core-birthsex',
             'valueCode') }} as birth_sex,
         json_extract_string(resource, '$.address[0].state') as address_state,
         json_extract_string(resource, '$.address[0].postalCode') as address_postal_code,
