@@ -61,6 +61,7 @@ ML_TABLE_SCHEMAS: dict[str, str] = {
     "note_mentions": "ml_pipelines.nlp.tables:MENTION_SCHEMA",
     "images": "ml_pipelines.vision.tables:IMAGES_SCHEMA",
     "imaging_findings": "ml_pipelines.vision.tables:FINDINGS_SCHEMA",
+    "drift_metrics": "ml_pipelines.drift.lake_io:METRICS_SCHEMA",
 }
 
 
