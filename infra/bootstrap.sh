@@ -21,10 +21,14 @@ if [ ! -f "$venv/.carelake-complete" ]; then
   echo "carelake: creating the virtual environment in $venv (about 3 minutes, once)"
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.lock
+  # (this machine's pip configuration names local package folders that may be absent: pip warns
+  # once per package about each; those lines are dropped, every other message is kept)
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.lock \
+    2> >(grep -v "^WARNING: Location 'file:" >&2)
   touch "$venv/.carelake-complete"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+  2> >(grep -v "^WARNING: Location 'file:" >&2)
 ln -sfn "$venv" .venv
 
 need_apt=()
