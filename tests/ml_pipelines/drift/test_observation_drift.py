@@ -1,4 +1,4 @@
-"""Vitals and labs from bronze.observation as drift features, on the Synthea bundles' Observations."""
+"""Vitals and labs from bronze.observation as drift features, on the bundles' Observations."""
 
 import json
 
