@@ -55,10 +55,14 @@ CLINICAL_NAMES = {
     "4544-3": "hematocrit",
     "6690-2": "leukocyte count",
     "777-3": "platelet count",
+    "10230-1": "left ventricular ejection fraction",
+    "38265-5": "bone density T-score",
+    "14959-1": "urine albumin/creatinine ratio",
+    "2857-1": "PSA",
 }
 #: UCUM units as people write them
-UNIT_NAMES = {"mm[Hg]": "mmHg", "Cel": "°C", "{score}": "points", "kg/m2": "kg/m²",
-              "mL/min/{1.73_m2}": "mL/min/1.73 m²"}
+UNIT_NAMES = {"mm[Hg]": "mmHg", "Cel": "°C", "{score}": "points", "{T-score}": "",
+              "kg/m2": "kg/m²", "mL/min/{1.73_m2}": "mL/min/1.73 m²"}
 
 _VALUES_SQL = """
 with source as (select patient_key, resource from {source}),
