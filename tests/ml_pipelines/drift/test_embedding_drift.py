@@ -81,6 +81,23 @@ def test_other_topics_drift_from_the_reference(note_vectors):
     )
 
 
+def test_varied_notes_sit_far_from_a_focused_reference(note_vectors):
+    topic, other = note_vectors
+
+    _, result = _compare(_table(topic, other))
+
+    assert [item.feature for item in result.drifted] == [
+        "centroid_distance", "principal_1", "principal_2"
+    ]
+    distance = result.drifted[0]
+    assert distance.description == (
+        "median note distance to the reference centroid (cosine, x100) up 25.6 "
+        "(from 35.4 to 61)"
+    )
+    assert f"{distance.adjusted_p:.2e}" == "1.06e-09"
+    assert round(distance.effect_h, 3) == 1.669
+
+
 def test_two_random_halves_of_one_group_do_not_drift(note_vectors):
     _, other = note_vectors
     order = np.random.default_rng(7).permutation(len(other))
