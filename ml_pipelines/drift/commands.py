@@ -18,7 +18,7 @@ from ml_pipelines.drift.config import GATE_MODES, DriftConfig
 
 logger = logging.getLogger(__name__)
 
-FEATURE_SETS = ("encounters", "notes", "images")
+FEATURE_SETS = ("encounters", "vitals", "notes", "embeddings", "images")
 
 
 def register(subparsers: Any) -> None:

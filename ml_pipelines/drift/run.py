@@ -7,6 +7,7 @@ lake and returns references (paths, table names) and numbers, never patient data
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,13 @@ from ml_pipelines.drift.gate import evaluate_gate
 from ml_pipelines.drift.model_drift import nlp_recall_drift
 
 logger = logging.getLogger(__name__)
+
+
+#: why a feature set is absent, where "its stage has not run" would not be the whole truth
+ABSENT = {
+    "vitals": "the lake holds no vitals yet (bronze.observation is missing: the ingested data "
+              "had no Observations, or the ingest stage has not run)",
+}
 
 
 def new_run_id() -> str:
@@ -170,28 +178,35 @@ def run_drift(
 
 
 def run_all(lake: Any, *, config: DriftConfig, run_id: str) -> dict[str, Any]:
-    """Drift over every feature set the lake holds: encounters from bronze, and the notes and
-    images once the NLP and vision stages have written them.
+    """Drift over every feature set the lake holds: encounters and their vitals and labs from
+    bronze, and the notes, note embeddings and images once the NLP and vision stages have written
+    them.
 
     Returns the encounters' summary (the gate's subject; ``StageUnavailable`` when they cannot be
     compared) with ``feature_sets``: each set's summary, or the reason it was not compared.
     ``has_drift`` and ``passed`` cover every set compared.
     """
+    from ml_pipelines.drift.embedding_features import lake_embedding_features
     from ml_pipelines.drift.lake_io import lake_encounter_features
+    from ml_pipelines.drift.observation_features import lake_observation_features
     from ml_pipelines.drift.output_features import image_features, note_features
 
     encounters = lake_encounter_features(lake)
     summary = run_drift(lake, encounters, config=config, run_id=run_id).summary()
-    others = {
-        "notes": note_features(lake, encounters, min_count=config.min_count),
-        "images": image_features(lake),
+    readers: dict[str, Callable[[], FeatureSet | None]] = {
+        "vitals": lambda: lake_observation_features(lake, min_count=config.min_count),
+        "notes": lambda: note_features(lake, encounters, min_count=config.min_count),
+        "embeddings": lambda: lake_embedding_features(lake, config=config),
+        "images": lambda: image_features(lake),
     }
     sets: dict[str, Any] = {"encounters": dict(summary)}
-    for name, features in others.items():
-        if features is None:
-            sets[name] = {"unavailable": f"the lake holds no {name} yet (its stage has not run)"}
-            continue
+    for name, reader in readers.items():
         try:
+            features = reader()
+            if features is None:
+                sets[name] = {"unavailable": ABSENT.get(name, f"the lake holds no {name} yet "
+                                                             "(its stage has not run)")}
+                continue
             result = run_drift(lake, features, config=config, run_id=run_id, model_drift=[])
         except StageUnavailable as reason:
             sets[name] = {"unavailable": str(reason)}

@@ -81,7 +81,9 @@ def test_drift_stage_makes_model_versions_kept_with_their_metrics(tmp_path, shar
     }
     assert stage_record["feature_sets"] == {
         "encounters": "compared",
+        "vitals": "compared",
         "notes": "the lake holds no notes yet (its stage has not run)",
+        "embeddings": "the lake holds no embeddings yet (its stage has not run)",
         "images": "the lake holds no images yet (its stage has not run)",
     }
 
