@@ -1,7 +1,7 @@
 """The files under the data folder that are not carelake ciphertext, and why each holds no patient data.
 
 Everything else under DIR must start with the carelake preamble (``CLKE``) or, for DuckDB marts,
-be a DuckDB database encrypted by DuckDB itself. ``tests/infra/test_at_rest.py`` checks every file
+be a DuckDB database encrypted by DuckDB itself. ``tests/test_full_run.py`` checks every file
 of a full run against this list, and ``../shared/tools/phi_scan.py`` scans them all.
 """
 
