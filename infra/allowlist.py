@@ -1,4 +1,4 @@
-"""The files under the data folder that are not carelake ciphertext, and why none holds patient data.
+"""Files under the data folder that are not carelake ciphertext, and why none holds patient data.
 
 Everything else under DIR must start with the carelake preamble (``CLKE``) or, for DuckDB marts,
 be a DuckDB database encrypted by DuckDB itself. ``tests/test_full_run.py`` checks every file
