@@ -24,7 +24,7 @@ DUCKDB_ENCRYPTED = ("marts/*.duckdb",)
 
 
 def allowed(relative: str) -> str | None:
-    """Why a path (relative to DIR, with '/') may be plaintext, or None when it must be ciphertext."""
+    """Why a path (relative to DIR, with '/') may be plaintext; None: it must be ciphertext."""
     for pattern, reason in ALLOWED.items():
         if fnmatch(relative, pattern):
             return reason

@@ -120,7 +120,8 @@ def cmd_maintain(args) -> int:
     lake = open_lake(args)
     for report in maintain(lake, snapshot_days=args.snapshot_days):
         print(f"{report.table}: {report.compacted_files} files compacted, "
-              f"{report.expired_snapshots} snapshots expired, {report.removed_files} orphans removed")
+              f"{report.expired_snapshots} snapshots expired, "
+              f"{report.removed_files} orphans removed")
     return 0
 
 
@@ -187,7 +188,7 @@ def register(subparsers) -> None:
     maintain.set_defaults(handler=cmd_maintain)
 
     query = subparsers.add_parser("query", help="SQL over the bronze tables, now or as of a time")
-    query.add_argument("sql", help="SQL; bronze tables are views bronze.<type>, e.g. bronze.patient")
+    query.add_argument("sql", help="SQL; each bronze table is a view bronze.<type>")
     when = query.add_mutually_exclusive_group()
     when.add_argument("--as-of", help="an ISO timestamp: each table at the snapshot current then")
     when.add_argument("--snapshot-id", type=int, help="a snapshot id (needs --table)")

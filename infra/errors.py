@@ -4,7 +4,7 @@
     ├── ConfigError            a setting is missing or wrong
     ├── KeyError_              a key is missing, wrong, or not allowed for this role
     ├── IntegrityError         ciphertext was truncated, reordered or altered
-    ├── InputError             a source cannot be read at all (a bad record is quarantined instead)
+    ├── InputError             a source cannot be read at all (a bad record is quarantined)
     ├── SourceError            a FHIR server or Bulk Data export failed
     └── StageUnavailable       a stage cannot run here (for example model weights absent)
 

@@ -38,7 +38,8 @@ def restore(settings, source: Path) -> None:
 
     document = json.loads(Path(source).read_text())
     if document.get("format") != BACKUP_FORMAT:
-        raise ConfigError(f"{source} is not a carelake key backup (format {document.get('format')})")
+        raise ConfigError(f"{source} is not a carelake key backup "
+                          f"(format {document.get('format')})")
     lake_id = document["lake_id"]
     marker = settings.data_dir / "lake.json"
     if marker.exists() and json.loads(marker.read_text())["lake_id"] != lake_id:

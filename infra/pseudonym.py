@@ -8,7 +8,8 @@ walks the resource, opens every token and puts every original back: the exact re
 What is protected, for the patient a resource is about:
 
 - Patient, RelatedPerson, Person: every string in ``name``, ``telecom[].value``, ``address``
-  (``line``, ``text``, ``district`` and its extensions: Synthea's geolocation), ``identifier[].value``,
+  (``line``, ``text``, ``district`` and its extensions: Synthea's geolocation),
+  ``identifier[].value``,
   ``photo``, ``contact``, and the mothers-maiden-name and birth-place extensions;
 - the resource's own id, for Patient (the pseudonym takes its place);
 - on every resource: the narrative (``text.div``), annotations (``note[].text``), attachment
@@ -82,7 +83,8 @@ def _protect_person(resource: dict[str, Any], sealer: TokenSealer) -> None:
             ]
         elif element in {"telecom", "identifier"}:
             resource[element] = [
-                {key: (sealer.seal(item) if key == "value" else item) for key, item in entry.items()}
+                {key: (sealer.seal(item) if key == "value" else item)
+                 for key, item in entry.items()}
                 if isinstance(entry, dict) else _seal_leaves(entry, sealer)
                 for entry in (value if isinstance(value, list) else [value])
             ]

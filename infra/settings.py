@@ -106,7 +106,7 @@ class Settings:
 def load_settings(
     *, data_dir: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
-    """Defaults, then ``CARELAKE_SETTINGS``'s file, then ``CARELAKE_*`` variables, then arguments."""
+    """Defaults, then ``CARELAKE_SETTINGS``'s file, then ``CARELAKE_*`` variables, then args."""
     environ = dict(os.environ if environ is None else environ)
     with DEFAULTS_FILE.open("rb") as handle:
         values = tomllib.load(handle)
@@ -116,7 +116,8 @@ def load_settings(
         path = Path(user_file).expanduser()
         if not path.is_file():
             raise ConfigError(
-                f"CARELAKE_SETTINGS names {path}, which is not a file: create it or unset the variable"
+                f"CARELAKE_SETTINGS names {path}, which is not a file: create it or unset "
+                "the variable"
             )
         try:
             with path.open("rb") as handle:

@@ -27,7 +27,7 @@ STAGES: list[tuple[str, str]] = [
 
 @dataclass
 class StageContext:
-    """What a stage gets: settings, the open lake, the sources asked for, and the earlier results."""
+    """What a stage gets: settings, the open lake, the sources asked for, earlier results."""
 
     settings: Any
     lake: Any
@@ -57,7 +57,8 @@ def resolve(target: str):
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
-            raise StageUnavailable(f"stage module {module_name} is not part of this build") from None
+            raise StageUnavailable(
+                f"stage module {module_name} is not part of this build") from None
         raise
     return getattr(module, function_name)
 

@@ -1,4 +1,4 @@
-"""Erase one patient from the bronze layer: every resource about them, and their quarantined records."""
+"""Erase one patient from the bronze layer: every resource about them, and their quarantine."""
 
 from __future__ import annotations
 

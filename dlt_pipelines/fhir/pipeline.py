@@ -276,7 +276,10 @@ def _restore_state(lake, working: Path) -> None:
 def _save_state(lake, working: Path) -> None:
     for name in STATE_FILES:
         source = working / name
-        files = [source] if source.is_file() else sorted(source.rglob("*")) if source.exists() else []
+        if source.is_file():
+            files = [source]
+        else:
+            files = sorted(source.rglob("*")) if source.exists() else []
         for path in files:
             if path.is_file():
                 lake.fs.pipe_file(f"{STATE_FOLDER}/{path.relative_to(working)}", path.read_bytes())

@@ -62,7 +62,8 @@ def input_files(sources: list[Path]) -> list[Path]:
     for source in sources:
         source = Path(source)
         if source.is_dir():
-            found = sorted(p for p in source.rglob("*") if p.is_file() and p.name.endswith(FILE_SUFFIXES))
+            found = sorted(path for path in source.rglob("*")
+                           if path.is_file() and path.name.endswith(FILE_SUFFIXES))
             if not found:
                 raise InputError(f"source folder {source} holds no .json or .ndjson files")
             files.extend(found)

@@ -261,7 +261,8 @@ class Transformer:
         try:
             last_updated = parse_instant(meta.get("lastUpdated"))
         except ValueError:
-            raise Rejected(f"{resource_type}.meta.lastUpdated is not a valid FHIR instant") from None
+            raise Rejected(f"{resource_type}.meta.lastUpdated is not a valid FHIR instant") \
+                from None
 
         self._protector.finish(resource, patient_key, sealer)
         row_id = patient_key if resource_type == "Patient" else rid

@@ -281,7 +281,7 @@ class EncryptedFileSystem(AbstractFileSystem):
             handle.write(value)
 
     def verify(self, path: str) -> None:
-        """Authenticate a whole file; raises IntegrityError naming the path at the first bad segment."""
+        """Authenticate a whole file; IntegrityError names the path and the first bad segment."""
         local = self._local(path)
         with open(local, "rb") as raw:
             try:

@@ -111,7 +111,7 @@ class PatientVault:
             material = vault.decrypt(wrapped[:12], wrapped[12:], index)
         except InvalidTag:
             raise KeyError_(f"the patient vault {self.path} does not open under this keyring's "
-                            "vault key: restore the vault and keyring from the same backup") from None
+                            "vault key: restore the vault and keyring from one backup") from None
         return PatientKey(pseudonym_of(material), material)
 
     def _load(self) -> None:
@@ -126,7 +126,7 @@ class PatientVault:
     # lookups ----------------------------------------------------------------------------------
 
     def key_for_source(self, source_reference: str, *, create: bool = True) -> PatientKey | None:
-        """The key of the patient at ``Patient/<source id>``, made on first sight when ``create``."""
+        """The key of the patient ``Patient/<source id>``, made on first sight when ``create``."""
         index = self._index(source_reference)
         with self._lock:
             self._load()
@@ -135,7 +135,8 @@ class PatientVault:
                 return key
             material = os.urandom(32)
             nonce = os.urandom(12)
-            wrapped = nonce + AESGCM(self._keyring.material("vault")).encrypt(nonce, material, index)
+            vault = AESGCM(self._keyring.material("vault"))
+            wrapped = nonce + vault.encrypt(nonce, material, index)
             database = self._db()
             # Another process may have made this patient's key first: theirs wins, ours is dropped.
             database.execute("insert or ignore into patient_keys values (?, ?, ?)",
@@ -193,7 +194,7 @@ class PatientVault:
                 for index, wrapped, created in rows]
 
     def import_rows(self, rows: list[dict[str, Any]], *, erased: set[str]) -> tuple[int, int]:
-        """Restore wrapped keys from a backup, skipping patients erased since; (restored, skipped)."""
+        """Restore wrapped keys from a backup, skipping patients erased since it was taken."""
         restored = skipped = 0
         database = self._db()
         for row in rows:

@@ -1,4 +1,4 @@
-"""The lake through the encrypted filesystem: pyiceberg writes, DuckDB reads, nothing in plaintext."""
+"""The lake through the encrypted filesystem: pyiceberg writes, DuckDB reads, no plaintext."""
 
 from __future__ import annotations
 

@@ -30,8 +30,9 @@ SIZES = [0, 1, 4039, 4040, 4041, 4080 + 4040, 4080 + 4041, 100_000]
 @pytest.fixture(scope="module")
 def tink_pair():
     streaming_aead.register()
-    template = streaming_aead.streaming_aead_key_templates.create_aes_gcm_hkdf_streaming_key_template(
-        32, common_pb2.SHA256, 32, SEGMENT)
+    templates = streaming_aead.streaming_aead_key_templates
+    template = templates.create_aes_gcm_hkdf_streaming_key_template(32, common_pb2.SHA256, 32,
+                                                                   SEGMENT)
     handle = tink.new_keyset_handle(template)
     buffer = io.BytesIO()
     cleartext_keyset_handle.write(tink.BinaryKeysetWriter(buffer), handle)
