@@ -199,16 +199,27 @@ def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
     # given in-process (overrides, a custom environ) hold there too.
     values = lake.settings.with_overrides(**{"lake.data_dir": str(lake.data_dir),
                                              "keys.key_dir": str(lake.settings.key_dir)}).values
+    # Tasks go to the pool a few at a time: Pool.imap reads its whole input ahead and keeps every
+    # finished result until it is consumed, which would hold the input in memory.
+    window = workers * 2
     with context.Pool(workers, initializer=_worker_init, initargs=(values,)) as pool:
-        yield from pool.imap(_run_task_star, [(task, load_id, loaded_at) for task in tasks])
+        for start in range(0, len(tasks), window):
+            chunk = [(task, load_id, loaded_at) for task in tasks[start:start + window]]
+            yield from pool.imap(_run_task_star, chunk)
+
+
+BATCH_BYTES = 8 << 20
+FILE_BYTES = 64 << 20
 
 
 def _batches(results: Iterable[TaskResult], report: IngestReport, batch_rows: int,
              progress) -> Iterator[tuple[str, pa.Table]]:
+    """Arrow batches per resource type, each at most ``batch_rows`` rows or ``BATCH_BYTES``."""
     import dlt
 
     pending: dict[str, list[pa.Table]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
+    sizes: dict[str, int] = defaultdict(int)
     for result in results:
         report.resources += result.resources
         report.recorded.update(result.recorded)
@@ -222,16 +233,17 @@ def _batches(results: Iterable[TaskResult], report: IngestReport, batch_rows: in
         for kind, table in result.tables.items():
             pending[kind].append(table)
             counts[kind] += table.num_rows
-            if counts[kind] >= batch_rows:
+            sizes[kind] += table.nbytes
+            if counts[kind] >= batch_rows or sizes[kind] >= BATCH_BYTES:
                 yield dlt.mark.with_table_name(pa.concat_tables(pending.pop(kind)), kind)
-                counts[kind] = 0
+                counts[kind] = sizes[kind] = 0
         if progress is not None:
             progress()
     for kind, tables in pending.items():
         yield dlt.mark.with_table_name(pa.concat_tables(tables), kind)
 
 
-def _destination(lake, report: IngestReport):
+def _destination(lake, report: IngestReport, batch_rows: int):
     import dlt
 
     @dlt.destination(batch_size=0, loader_file_format="parquet", name="carelake_bronze",
@@ -239,11 +251,17 @@ def _destination(lake, report: IngestReport):
                      max_parallel_load_jobs=1)
     def carelake_bronze(items: str, table: dict[str, Any]) -> None:
         name = table["name"]
-        data = pq.read_table(items)
         if name == "quarantine":
+            data = pq.read_table(items)
             lake.append(bronze.QUARANTINE, data.select(bronze.QUARANTINE_SCHEMA.names)
                         .cast(bronze.QUARANTINE_SCHEMA))
             return
+        # A load file is merged a row group at a time, so memory holds one batch, not the file.
+        for group in pq.ParquetFile(items).iter_batches(batch_size=batch_rows,
+                                                         columns=bronze.BATCH_SCHEMA.names):
+            _merge(pa.Table.from_batches([group]))
+
+    def _merge(data: pa.Table) -> None:
         batch = data.select(bronze.BATCH_SCHEMA.names).cast(bronze.BATCH_SCHEMA)
         resource_type = batch.column("resource_type")[0].as_py()
         counts = bronze.merge_batch(lake, resource_type, batch)
@@ -321,11 +339,15 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
         if bulk:
             extra_resources += bulk_resources(lake, load_id=load_id, loaded_at=loaded_at)
 
+    # dlt writes one load file per table unless told to rotate; the destination reads a load file
+    # whole, so files are cut at FILE_BYTES to keep memory bounded by a file, not by the input.
+    os.environ.setdefault("DATA_WRITER__FILE_MAX_BYTES", str(FILE_BYTES))
+
     with private_scratch("dlt") as scratch:
         working = scratch / PIPELINE_NAME
         _restore_state(lake, working)
         pipeline = dlt.pipeline(pipeline_name=PIPELINE_NAME, pipelines_dir=str(scratch),
-                                destination=_destination(lake, report))
+                                destination=_destination(lake, report, batch_rows))
         try:
             pipeline.run([fhir_resources(), *extra_resources] if files else extra_resources)
         finally:
