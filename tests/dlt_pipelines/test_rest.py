@@ -36,19 +36,6 @@ from infra.settings import load_settings
 SAMPLE = "synthea-bulk-ndjson-10-patients"
 
 
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No proxy from the environment may carry a test's requests off this machine."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
 @pytest.fixture(scope="module")
 def sample(shared_data: Path) -> dict[str, list[bytes]]:
     folder = shared_data / SAMPLE
