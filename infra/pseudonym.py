@@ -102,25 +102,16 @@ def _protect_person(resource: dict[str, Any], sealer: TokenSealer) -> None:
 
 
 class Protector:
-    """Applies the protection rules to one resource whose references are already normalized.
+    """Applies the protection rules to one resource, in the ingest's single walk over it:
+    ``begin`` with its subject, ``protect_node`` on every JSON object once that object's
+    references are normalized, then ``finish`` for the resource-level rules.
 
-    ``patient_reference`` maps a normalized reference (``Patient/<source id>``) to the sealer of
-    that patient, or None when the reference names no patient.
+    ``patient_sealer`` maps a normalized reference (``Patient/<source id>``) to that patient's
+    pseudonym and sealer, or None when the reference names no patient.
     """
 
     def __init__(self, patient_sealer: Callable[[str], tuple[str, TokenSealer] | None]) -> None:
         self._patient_sealer = patient_sealer
-
-    def protect(self, resource: dict[str, Any], *, subject: str | None) -> str | None:
-        """Protect ``resource`` in place; returns its patient key (or None).
-
-        The ingest does the same in its own single walk: ``begin``, ``protect_node`` on every
-        object of the resource (after its references are normalized), then ``finish``.
-        """
-        patient_key, sealer = self.begin(subject)
-        self._walk(resource, sealer)
-        self.finish(resource, patient_key, sealer)
-        return patient_key
 
     def begin(self, subject: str | None) -> tuple[str | None, TokenSealer | None]:
         found = self._patient_sealer(subject) if subject else None
@@ -162,17 +153,6 @@ class Protector:
                 for note in notes:
                     if isinstance(note, dict) and "text" in note and not is_token(note["text"]):
                         note["text"] = sealer.seal(note["text"])
-
-    def _walk(self, node: Any, sealer: TokenSealer | None) -> None:
-        if isinstance(node, list):
-            for item in node:
-                if isinstance(item, (dict, list)):
-                    self._walk(item, sealer)
-            return
-        self.protect_node(node, sealer)
-        for key, value in node.items():
-            if isinstance(value, (dict, list)) and key != "meta":
-                self._walk(value, sealer)
 
     def _protect_reference(self, node: dict[str, Any], reference: str) -> None:
         parsed = patient_target(reference)

@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import io
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,10 +217,6 @@ def _stream_bundle(path: Path) -> Iterator[Entry]:
             yield _bundle_entry(DECODER.decode(ENCODER.encode(entry)), number, bundle_type,
                                 mapping, "")
     logger.info("streamed a %d MB bundle entry by entry", path.stat().st_size >> 20)
-
-
-def file_size(path: Path) -> int:
-    return os.path.getsize(path)
 
 
 def decode_bytes(blob: bytes) -> Iterator[Entry]:
