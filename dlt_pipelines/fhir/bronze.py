@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -111,6 +112,12 @@ def _latest_per_id(batch: pa.Table) -> dict[str, int]:
 
 def _plan(batch: pa.Table, existing: pa.Table) -> _Plan:
     plan = _Plan()
+    if existing.num_rows == 0 and pc.count_distinct(batch.column("id")).as_py() == \
+            batch.num_rows and not pc.any(pc.equal(batch.column("op"), "delete")).as_py():
+        # The common case of a first load: every row is new, and there is nothing to compare.
+        plan.append = list(range(batch.num_rows))
+        plan.counts.inserted = batch.num_rows
+        return plan
     stored = {
         rid: (updated, version, digest)
         for rid, updated, version, digest in zip(
@@ -158,8 +165,68 @@ def _plan(batch: pa.Table, existing: pa.Table) -> _Plan:
     return plan
 
 
-def merge_batch(lake, resource_type: str, batch: pa.Table) -> MergeCounts:
-    """Merge one batch of rows (BATCH_SCHEMA) into the resource type's bronze table."""
+class LoadIndex:
+    """What one load has written, so that its merges need not read back their own rows.
+
+    A merge must compare each id of a batch with the stored row of that id. When a table was
+    empty as this load began and nobody else has committed to it since, the only stored rows are
+    this load's own, and a Bloom filter over the ``(table, id)`` pairs this load wrote tells
+    which ids of a batch cannot be stored: the table is read only for the others (a few false
+    positives, about 2 in 10,000 at four million ids). Any other state reads the table as usual.
+    """
+
+    BITS = 1 << 27  # 16 MB
+    _MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                             0xD6E8FEB86659FD93], dtype=np.uint64)
+
+    def __init__(self) -> None:
+        self._bits = np.zeros(self.BITS // 8, dtype=np.uint8)
+        self._empty_at_start: dict[str, bool] = {}
+        self._last_commit: dict[str, int | None] = {}
+
+    def _positions(self, identifier: str, ids: list[str]) -> np.ndarray:
+        hashes = np.fromiter((hash((identifier, rid)) for rid in ids), dtype=np.int64,
+                             count=len(ids)).view(np.uint64)
+        with np.errstate(over="ignore"):
+            mixed = hashes[None, :] * self._MULTIPLIERS[:, None]
+        return (mixed >> np.uint64(64 - 27)).astype(np.int64)
+
+    def own_rows_only(self, identifier: str, table) -> bool:
+        """True when every stored row of the table was written by this load."""
+        current = table.current_snapshot()
+        current_id = current.snapshot_id if current is not None else None
+        if identifier not in self._empty_at_start:
+            self._empty_at_start[identifier] = current_id is None
+            self._last_commit[identifier] = None
+        return self._empty_at_start[identifier] and \
+            self._last_commit[identifier] == current_id
+
+    def maybe_stored(self, identifier: str, ids: list[str]) -> list[str]:
+        """The ids of ``ids`` this load may have written to the table."""
+        if not ids:
+            return []
+        positions = self._positions(identifier, ids)
+        present = np.ones(len(ids), dtype=bool)
+        for row in positions:
+            present &= (self._bits[row >> 3] >> (row & 7).astype(np.uint8)) & 1 == 1
+        return [rid for rid, hit in zip(ids, present.tolist()) if hit]
+
+    def committed(self, identifier: str, ids: list[str], table) -> None:
+        if ids:
+            positions = self._positions(identifier, ids).ravel()
+            np.bitwise_or.at(self._bits, positions >> 3,
+                             (1 << (positions & 7)).astype(np.uint8))
+        current = table.current_snapshot()
+        self._last_commit[identifier] = current.snapshot_id if current is not None else None
+
+
+_KEY_COLUMNS = ("id", "last_updated", "version_id", "content_hash")
+
+
+def merge_batch(lake, resource_type: str, batch: pa.Table,
+                index: LoadIndex | None = None) -> MergeCounts:
+    """Merge one batch of rows (BATCH_SCHEMA) into the resource type's bronze table; ``index``
+    (one per load) spares reading back what this load wrote itself."""
     from pyiceberg.expressions import In
 
     identifier = table_name(resource_type)
@@ -167,10 +234,14 @@ def merge_batch(lake, resource_type: str, batch: pa.Table) -> MergeCounts:
     ids = pc.unique(batch.column("id")).to_pylist()
 
     def change(table) -> MergeCounts:
-        existing = table.scan(row_filter=In("id", ids),
-                              selected_fields=("id", "last_updated", "version_id",
-                                               "content_hash")).to_arrow() \
-            if table.current_snapshot() is not None else BRONZE_SCHEMA.empty_table()
+        wanted = ids
+        if index is not None and index.own_rows_only(identifier, table):
+            wanted = index.maybe_stored(identifier, ids)
+        if table.current_snapshot() is None or not wanted:
+            existing = BRONZE_SCHEMA.empty_table().select(_KEY_COLUMNS)
+        else:
+            existing = table.scan(row_filter=In("id", wanted),
+                                  selected_fields=_KEY_COLUMNS).to_arrow()
         plan = _plan(batch, existing)
         rows = batch.take(pa.array(sorted(plan.append), type=pa.int64())).drop_columns(["op"])
         if plan.remove or rows.num_rows:
@@ -179,6 +250,8 @@ def merge_batch(lake, resource_type: str, batch: pa.Table) -> MergeCounts:
                     transaction.delete(delete_filter=In("id", plan.remove))
                 if rows.num_rows:
                     transaction.append(rows.cast(BRONZE_SCHEMA))
+            if index is not None:
+                index.committed(identifier, rows.column("id").to_pylist(), table)
         return plan.counts
 
     counts = lake.commit(identifier, change)

@@ -7,6 +7,9 @@ naming the file: Synthea's bundle files carry their patient's name. Bundles larg
 ``STREAM_BUNDLE_BYTES`` are read entry by entry (ijson) so memory stays bounded.
 
 Parsing keeps every decimal as written (``msgspec`` with ``Decimal``): ``0.700`` stays ``0.700``.
+A resource is not parsed whole here: an entry carries its JSON text (``body``, whitespace removed
+for bundles) and the few members the transform needs first (``head``); the transform decodes the
+whole resource only when its fast path cannot decide (see ``fastpath``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,37 @@ ENCODER = msgspec.json.Encoder(decimal_format="number")
 FILE_SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 
 
+class Head(msgspec.Struct):
+    """The members of a resource read before it is transformed: type, id, meta and subject."""
+
+    resourceType: Any = None  # the FHIR names
+    id: Any = None
+    meta: Any = None
+    subject: Any = None
+    patient: Any = None
+    beneficiary: Any = None
+    individual: Any = None
+
+
+HEAD_DECODER = msgspec.json.Decoder(Head)
+
+
+class _RawEntry(msgspec.Struct):
+    fullUrl: Any = None
+    resource: msgspec.Raw = msgspec.Raw(b"")  # empty: the entry has no resource
+    request: Any = None
+    response: Any = None
+
+
+class _RawBundle(msgspec.Struct):
+    type: Any = None
+    entry: list[_RawEntry] | None = None
+
+
+_BUNDLE_DECODER = msgspec.json.Decoder(_RawBundle)
+_ENTRY_DECODER = msgspec.json.Decoder(_RawEntry)
+
+
 @dataclass
 class Entry:
     """One record of a source: a resource to load, a request to apply, or a parse failure."""
@@ -47,6 +81,14 @@ class Entry:
     error: str | None = None
     raw: bytes | None = None
     urn_map: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # the resource's JSON text, when it is not yet decoded
+    head: Head | None = None
+
+    def decoded(self) -> dict[str, Any] | None:
+        """The whole resource, decoded from ``body`` on first use."""
+        if self.resource is None and self.body is not None:
+            self.resource = DECODER.decode(self.body)
+        return self.resource
 
 
 def source_label(path: Path) -> str:
@@ -105,6 +147,14 @@ def _read_ndjson(path: Path) -> Iterator[Entry]:
 
 
 def read_ndjson_line(line: bytes, number: int) -> Iterator[Entry]:
+    line = line.strip()
+    try:
+        head = HEAD_DECODER.decode(line)
+    except msgspec.DecodeError:
+        head = None  # not a JSON object: the full decode below names the fault
+    if head is not None and head.resourceType != "Bundle":
+        yield Entry(locator=f"line {number}", body=line, head=head)
+        return
     try:
         resource = DECODER.decode(line)
     except msgspec.DecodeError as error:
@@ -119,6 +169,19 @@ def read_ndjson_line(line: bytes, number: int) -> Iterator[Entry]:
 
 
 def read_json_document(blob: bytes, *, locator_prefix: str) -> Iterator[Entry]:
+    try:
+        compact = msgspec.json.format(blob, indent=-1)
+        head = HEAD_DECODER.decode(compact)
+    except msgspec.DecodeError:
+        head = None  # the full decode below names the fault
+    if head is not None:
+        if head.resourceType != "Bundle":
+            yield Entry(locator=f"{locator_prefix}resource", body=compact, head=head)
+            return
+        entries = _raw_bundle_entries(compact, locator_prefix)
+        if entries is not None:
+            yield from entries
+            return
     try:
         document = DECODER.decode(blob)
     except msgspec.DecodeError as error:
@@ -187,6 +250,50 @@ def _bundle_entry(entry: Any, number: int, bundle_type: Any, mapping: dict[str, 
     )
 
 
+def _raw_bundle_entries(compact: bytes, locator_prefix: str) -> list[Entry] | None:
+    """A bundle's entries with their resources' text kept, or None when the bundle's shape needs
+    the full decode (an entry or resource that is not an object, for example)."""
+    try:
+        bundle = _BUNDLE_DECODER.decode(compact)
+        heads = [HEAD_DECODER.decode(entry.resource) if len(entry.resource) else None
+                 for entry in bundle.entry or ()]
+    except msgspec.DecodeError:
+        return None
+    mapping = _raw_urn_map(bundle.entry or (), heads)
+    bundle_type = bundle.type if isinstance(bundle.type, str) else None
+    return [_raw_entry(entry, head, number, bundle_type, mapping, locator_prefix)
+            for number, (entry, head) in enumerate(zip(bundle.entry or (), heads))]
+
+
+def _raw_urn_map(entries, heads) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for entry, head in zip(entries, heads):
+        if head is None or not isinstance(entry.fullUrl, str):
+            continue
+        rid = head.id
+        if not rid and entry.fullUrl.startswith("urn:uuid:"):
+            rid = entry.fullUrl[len("urn:uuid:"):]
+        if isinstance(head.resourceType, str) and isinstance(rid, str):
+            mapping[entry.fullUrl] = f"{head.resourceType}/{rid}"
+    return mapping
+
+
+def _raw_entry(entry: _RawEntry, head: Head | None, number: int, bundle_type: str | None,
+               mapping: dict[str, str], locator_prefix: str) -> Entry:
+    request = entry.request if isinstance(entry.request, dict) else {}
+    response = entry.response if isinstance(entry.response, dict) else {}
+    return Entry(
+        locator=f"{locator_prefix}entry {number}",
+        body=bytes(entry.resource) if len(entry.resource) else None, head=head,
+        full_url=entry.fullUrl if isinstance(entry.fullUrl, str) else None,
+        method=(request.get("method") or None) if request else None,
+        request_url=request.get("url") if request else None,
+        bundle_type=bundle_type,
+        last_modified=response.get("lastModified") if response else None,
+        urn_map=mapping,
+    )
+
+
 def _stream_bundle(path: Path) -> Iterator[Entry]:
     """A large bundle, entry by entry: a first pass collects fullUrls, a second yields entries."""
     import ijson
@@ -213,9 +320,15 @@ def _stream_bundle(path: Path) -> Iterator[Entry]:
                         mapping[full_url] = f"{kind}/{rid}"
     with _open(path) as handle:
         for number, entry in enumerate(ijson.items(handle, "entry.item", use_float=False)):
-            # ijson gives Decimals already; re-decode through msgspec for one consistent shape.
-            yield _bundle_entry(DECODER.decode(ENCODER.encode(entry)), number, bundle_type,
-                                mapping, "")
+            # ijson gives Decimals already; re-encode through msgspec for one consistent shape.
+            text = ENCODER.encode(entry)
+            try:
+                raw = _ENTRY_DECODER.decode(text)
+                head = HEAD_DECODER.decode(raw.resource) if len(raw.resource) else None
+            except msgspec.DecodeError:
+                yield _bundle_entry(DECODER.decode(text), number, bundle_type, mapping, "")
+                continue
+            yield _raw_entry(raw, head, number, bundle_type, mapping, "")
     logger.info("streamed a %d MB bundle entry by entry", path.stat().st_size >> 20)
 
 

@@ -93,6 +93,10 @@ class Normalizer:
         self.urn_map = urn_map
         self.unresolved = 0
 
+    def resolve(self, value: str) -> str:
+        """``value`` with a bundle's fullUrl mapped to ``Type/id``; nothing counted."""
+        return self.urn_map.get(value, value)
+
     def reference(self, value: str) -> str:
         mapped = self.urn_map.get(value)
         if mapped is not None:
@@ -156,6 +160,9 @@ class Transformer:
         self._sealers: dict[str, tuple[str, TokenSealer]] = {}
         self._protector = Protector(self._patient_sealer)
         self.unresolved_references = 0
+        from dlt_pipelines.fhir.fastpath import FastPath
+
+        self._fast = FastPath(self)
 
     def _patient_sealer(self, reference: str) -> tuple[str, TokenSealer] | None:
         if not reference.startswith("Patient/") or "?" in reference:
@@ -180,13 +187,21 @@ class Transformer:
             return Outcome("recorded", reason="PATCH request (recorded, not applied)")
         if method == "DELETE":
             return self._delete(entry)
-        if entry.resource is None:
+        if entry.resource is None and entry.body is None:
             return Outcome("recorded", reason="entry without a resource")
+        has_id = entry.head.id if entry.resource is None else entry.resource.get("id")
         if method in {"PUT", "POST"} and "?" in (entry.request_url or "") and \
-                not entry.resource.get("id") and _id_from(entry) is None:
+                not has_id and _id_from(entry) is None:
             return Outcome("recorded", reason=f"conditional {method} without an id (recorded, "
                                               "not applied: it needs the server's search)")
-        original = ENCODER.encode(entry.resource)
+        if entry.body is not None:
+            fast = self._fast.upsert(entry) if entry.resource is None else None
+            if fast is not None:
+                return fast
+            entry.decoded()
+            original = entry.body
+        else:
+            original = ENCODER.encode(entry.resource)
         try:
             return self._upsert(entry, original)
         except Rejected as reason:
@@ -205,7 +220,7 @@ class Transformer:
             return None
         if reference is None:
             return None
-        found = self._patient_sealer(Normalizer(entry.urn_map).reference(reference))
+        found = self._patient_sealer(Normalizer(entry.urn_map).resolve(reference))
         return found[0] if found else None
 
     def _delete(self, entry: Entry) -> Outcome:
@@ -249,7 +264,7 @@ class Transformer:
 
         normalizer = Normalizer(entry.urn_map)
         patient_key, sealer = self._protector.begin(
-            subject_reference(resource, normalizer.reference))
+            subject_reference(resource, normalizer.resolve))
         try:
             normalizer.walk(resource, [resource_type], self._protector.protect_node, sealer)
         except Rejected as rejected:
@@ -260,7 +275,7 @@ class Transformer:
         version = meta.get("versionId")
         try:
             last_updated = parse_instant(meta.get("lastUpdated"))
-        except ValueError:
+        except (ValueError, AttributeError):
             raise Rejected(f"{resource_type}.meta.lastUpdated is not a valid FHIR instant") \
                 from None
 

@@ -59,8 +59,12 @@ class TokenSealer:
         self._aad = key.pseudonym.encode()
 
     def seal(self, value: Any) -> str:
+        return self.seal_json(_ENCODER.encode(value))
+
+    def seal_json(self, encoded: bytes) -> str:
+        """Seal a value given as its JSON text (what ``seal`` would encode)."""
         nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, _ENCODER.encode(value), self._aad)
+        sealed = self._aead.encrypt(nonce, encoded, self._aad)
         return TOKEN_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
 
     def open(self, token: str) -> Any:

@@ -1,0 +1,243 @@
+"""The transform's fast path: the outcome of the full walk, computed on the resource's JSON text.
+
+Most resources need few changes on their way to bronze: their dates checked, their bundle
+references rewritten, the references to their patient pseudonymized, and an attachment sealed.
+Decoding such a resource into Python objects and walking every node costs about ten times what
+the changes do, so this path works on the text: one regular-expression scan finds every member
+the rules look at (``reference``, the date elements, the protected elements), and the changes
+are spliced into the text.
+
+The path takes only what it can decide exactly; anything else returns None and the caller runs
+the full walk (``Transformer._upsert``), which then also writes the reasons for rejection:
+
+- people (Patient, RelatedPerson, Person), OperationOutcome and nested Bundles;
+- a key or a checked value that holds an escape (``\\u0044ate``, ``Patient\\/1``);
+- a date that fails its check (the walk names the element's path);
+- a reference to a patient whose object holds more than ``reference`` and ``display``;
+- for a resource about a patient: a narrative, an annotation, a ``contentString``, a
+  ``DiagnosticReport.conclusion``, or an attachment that is not a flat object starting with
+  ``contentType``.
+
+``tests/dlt_pipelines/test_fastpath.py`` checks that both paths give the same resources, row for
+row, on every resource of the test corpora.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from dlt_pipelines.fhir.sources import ENCODER, Entry
+from dlt_pipelines.fhir.transform import (
+    _DATE,
+    _DATE_TIME,
+    _INSTANT,
+    DATE_BY_TYPE,
+    DATE_ELEMENTS,
+    DATE_TIME_ELEMENTS,
+    FHIR_ID,
+    INSTANT_ELEMENTS,
+    RESOURCE_TYPE,
+    Outcome,
+    parse_instant,
+    subject_reference,
+)
+from infra.keys.vault import TOKEN_PREFIX
+from infra.pseudonym import ORIGINAL_REFERENCE_URL, PERSON_TYPES, patient_target
+
+if TYPE_CHECKING:
+    from dlt_pipelines.fhir.transform import Transformer
+
+_SLOW_TYPES = PERSON_TYPES | {"OperationOutcome", "Bundle"}
+_PROTECTED = frozenset({b"contentString", b"div", b"note"})
+_PROTECTED_ANY_VALUE = _PROTECTED | {b"contentType"}
+_NAMED = sorted({*DATE_TIME_ELEMENTS, *DATE_ELEMENTS, *INSTANT_ELEMENTS, "reference",
+                 "contentType", "contentString", "div", "note", "conclusion"},
+                key=len, reverse=True)
+
+
+def _trie(words: list[bytes]) -> bytes:
+    """An alternation of ``words`` factored by first letter: Python's regular expressions try
+    alternatives one by one, so a flat list of forty names costs twice the factored one."""
+    groups: dict[bytes, list[bytes]] = {}
+    ends = False
+    for word in words:
+        if word:
+            groups.setdefault(word[:1], []).append(word[1:])
+        else:
+            ends = True
+    branches = [re.escape(first) + _trie(rest) for first, rest in sorted(groups.items())]
+    if not branches:
+        return b""
+    pattern = b"(?:" + b"|".join(branches) + b")" if len(branches) > 1 or ends else branches[0]
+    return pattern + (b"?" if ends else b"")
+
+
+# A member the rules look at, and its value when that is a string without escapes. The last
+# branch is every other key ending in Date or DateTime, as the walk checks them (FHIR's keys are
+# element names, of A-Z a-z 0-9 and _).
+_SCAN = re.compile(rb'"(' + _trie([name.encode() for name in _NAMED])
+                   + rb'|[A-Za-z0-9_]*Date(?:Time)?)"\s*:\s*(?:"([^"\\]*)")?')
+_ESCAPED_KEY = re.compile(rb'[,{]\s*"[^"\\]*\\')
+_REFERENCE_OBJECT = re.compile(rb'\{"reference":"([^"\\]*)"(?:,"display":"([^"\\]*)")?\}')
+_MEMBER = rb'"[A-Za-z]+":(?:"[^"\\]*"|-?[0-9][0-9.eE+-]*|true|false|null)'
+_FLAT_OBJECT = re.compile(rb"\{" + _MEMBER + rb"(?:," + _MEMBER + rb")*\}")
+_FLAT_MEMBER = re.compile(rb'"([A-Za-z]+)":("[^"\\]*"|[^,}]*)')
+
+_INSTANT_KEYS = frozenset(name.encode() for name in INSTANT_ELEMENTS)
+_DATE_KEYS = frozenset(name.encode() for name in DATE_ELEMENTS)
+_DATE_BY_TYPE = {kind: name.encode() for kind, name in DATE_BY_TYPE.items()}
+_INSTANT_B = re.compile(_INSTANT.pattern.encode())
+_DATE_B = re.compile(_DATE.pattern.encode())
+_DATE_TIME_B = re.compile(_DATE_TIME.pattern.encode())
+_EXTENSION_HEAD = b',"extension":[{"url":' + ENCODER.encode(ORIGINAL_REFERENCE_URL) + \
+    b',"valueString":"'
+
+
+def _date_ok(key: bytes, value: bytes, type_date: bytes | None) -> bool:
+    if key in _INSTANT_KEYS:
+        return _INSTANT_B.match(value) is not None
+    if key in _DATE_KEYS or key == type_date:
+        return _DATE_B.match(value) is not None
+    return _DATE_TIME_B.match(value) is not None
+
+
+class FastPath:
+    """The fast path of one ``Transformer`` (whose caches of sealed references it keeps)."""
+
+    def __init__(self, transformer: Transformer) -> None:
+        self._transformer = transformer
+        self._references: dict[tuple[str, bytes | None], bytes] = {}
+
+    def upsert(self, entry: Entry) -> Outcome | None:
+        """The entry's outcome, or None when the full walk must decide."""
+        head, body = entry.head, entry.body
+        if head is None or body is None:
+            return None
+        resource_type, rid, meta = head.resourceType, head.id, head.meta
+        if not isinstance(resource_type, str) or resource_type in _SLOW_TYPES or \
+                not RESOURCE_TYPE.match(resource_type):
+            return None
+        if not isinstance(rid, str) or not FHIR_ID.match(rid):
+            return None
+        if meta is not None and not isinstance(meta, dict):
+            return None
+        last_updated = meta.get("lastUpdated") if meta else None
+        if last_updated is not None and not isinstance(last_updated, str):
+            return None
+        if b"\\" in body and _ESCAPED_KEY.search(body):
+            return None
+
+        transformer = self._transformer
+        urn_map = entry.urn_map
+        subject = subject_reference(
+            {"resourceType": resource_type, "id": rid, "subject": head.subject,
+             "patient": head.patient, "beneficiary": head.beneficiary,
+             "individual": head.individual},
+            lambda reference: urn_map.get(reference, reference))
+        patient_key, sealer = transformer._protector.begin(subject)
+        type_date = _DATE_BY_TYPE.get(resource_type)
+        splices: list[tuple[int, int, bytes]] = []
+        unresolved = 0
+        for match in _SCAN.finditer(body):
+            key, value = match.group(1), match.group(2)
+            if value is None:
+                if body[match.end():match.end() + 1] == b'"':
+                    return None  # a string with an escape: the walk reads it decoded
+                if sealer is not None and key in _PROTECTED_ANY_VALUE:
+                    return None
+                continue
+            if key == b"reference":
+                reference = value.decode()
+                mapped = urn_map.get(reference)
+                if mapped is None:
+                    if reference.startswith(("urn:uuid:", "urn:oid:")):
+                        unresolved += 1
+                    mapped = reference
+                if "Patient/" in mapped and patient_target(mapped) is not None:
+                    splice = self._patient_reference(body, match, mapped)
+                    if splice is None:
+                        return None
+                    splices.append(splice)
+                elif mapped != reference:
+                    splices.append((match.start(2) - 1, match.end(2) + 1, ENCODER.encode(mapped)))
+            elif key == b"contentType":
+                if sealer is not None:
+                    found = self._attachment(body, match, sealer)
+                    if found is None:
+                        return None
+                    splices.extend(found)
+            elif key in _PROTECTED:
+                if sealer is not None:
+                    return None
+            elif key == b"conclusion":
+                if sealer is not None and resource_type == "DiagnosticReport":
+                    return None
+            elif not _date_ok(key, value, type_date):
+                return None
+        try:
+            updated_at = parse_instant(last_updated)
+        except ValueError:
+            return None
+
+        if splices:
+            splices.sort()
+            parts, position = [], 0
+            for start, end, text in splices:
+                if start < position:
+                    return None  # overlapping changes: let the walk do them
+                parts += (body[position:start], text)
+                position = end
+            parts.append(body[position:])
+            stored = b"".join(parts)
+        else:
+            stored = body
+        transformer.unresolved_references += unresolved
+        version = meta.get("versionId") if meta else None
+        return Outcome("upsert", resource_type=resource_type,
+                       row=transformer._row(resource_type, rid, version, updated_at, patient_key,
+                                            stored.decode(), body))
+
+    def _patient_reference(self, body: bytes, match: re.Match,
+                           mapped: str) -> tuple[int, int, bytes] | None:
+        """The pseudonymized reference object, as ``Protector._protect_reference`` writes it."""
+        start = match.start() - 1
+        whole = _REFERENCE_OBJECT.match(body, start) if start >= 0 else None
+        if whole is None:
+            return None
+        display = whole.group(2)
+        cache_key = (mapped, display)
+        text = self._references.get(cache_key)
+        if text is None:
+            target, history = patient_target(mapped)
+            found = self._transformer._patient_sealer(target)
+            if found is None:
+                return None
+            pseudonym, sealer = found
+            parts = [b'{"reference":', ENCODER.encode(f"Patient/{pseudonym}{history}")]
+            if display is not None:
+                parts += (b',"display":"', self._seal(sealer, b'"' + display + b'"'), b'"')
+            parts += (_EXTENSION_HEAD, sealer.seal(mapped).encode(), b'"}]}')
+            text = b"".join(parts)
+            self._references[cache_key] = text
+        return start, whole.end(), text
+
+    @staticmethod
+    def _seal(sealer, encoded: bytes) -> bytes:
+        return sealer.seal_json(encoded).encode()
+
+    def _attachment(self, body: bytes, match: re.Match, sealer) -> list | None:
+        """An attachment's ``data`` and ``url`` sealed: a flat object opening with contentType."""
+        start = match.start() - 1
+        whole = _FLAT_OBJECT.match(body, start) if start >= 0 else None
+        if whole is None:
+            return None
+        splices = []
+        for member in _FLAT_MEMBER.finditer(body, start, whole.end()):
+            if member.group(1) in {b"data", b"url"}:
+                value = member.group(2)
+                if value.startswith(b'"' + TOKEN_PREFIX.encode()):
+                    continue
+                splices.append((member.start(2), member.end(2),
+                                b'"' + self._seal(sealer, value) + b'"'))
+        return splices
