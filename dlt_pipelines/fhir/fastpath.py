@@ -142,10 +142,11 @@ class FastPath:
         for match in _SCAN.finditer(body):
             key, value = match.group(1), match.group(2)
             if value is None:
-                if body[match.end():match.end() + 1] == b'"':
+                if key in _PROTECTED_ANY_VALUE or key == b"conclusion":
+                    if sealer is not None:
+                        return None
+                elif body[match.end():match.end() + 1] == b'"':
                     return None  # a string with an escape: the walk reads it decoded
-                if sealer is not None and key in _PROTECTED_ANY_VALUE:
-                    return None
                 continue
             if key == b"reference":
                 reference = value.decode()
