@@ -50,6 +50,7 @@ class IngestReport:
     recorded: Counter = field(default_factory=Counter)
     quarantined: Counter = field(default_factory=Counter)
     unresolved_references: int = 0
+    scratch_peak_bytes: int = 0  # dlt's files at their largest (memory-backed storage)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class IngestReport:
             "quarantined": sum(self.quarantined.values()),
             "quarantine_reasons": dict(self.quarantined.most_common()),
             "unresolved_references": self.unresolved_references,
+            "scratch_peak_mb": round(self.scratch_peak_bytes / 2**20, 1),
         }
 
 
@@ -155,6 +157,7 @@ class TaskResult:
     recorded: Counter
     resources: int
     unresolved: int
+    input_bytes: int = 0
 
 
 def _seal_record(quarantine_key: bytes, raw: bytes | None) -> str | None:
@@ -181,7 +184,13 @@ def run_task(task: Task, load_id: str, loaded_at: dt.datetime, lake=None) -> Tas
     for piece in task.pieces:
         transformer.source = source_label(Path(piece.path))
         collector.add(transformer, _entries(piece), transformer.source)
-    return collector.result(transformer)
+    result = collector.result(transformer)
+    result.input_bytes = sum(_piece_bytes(piece) for piece in task.pieces)
+    return result
+
+
+def _piece_bytes(piece: Piece) -> int:
+    return piece.end - piece.start if piece.end >= 0 else os.path.getsize(piece.path)
 
 
 def _collect(transformer: Transformer, entries: Iterable[Entry], lake, source: str,
@@ -250,10 +259,11 @@ def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
     # given in-process (overrides, a custom environ) hold there too.
     values = lake.settings.with_overrides(**{"lake.data_dir": str(lake.data_dir),
                                              "keys.key_dir": str(lake.settings.key_dir)}).values
-    # At most two tasks per worker are in flight: Pool.imap would read its whole input ahead and
-    # keep every finished result until it is consumed, which would hold the input in memory.
-    # A new task goes out as each result comes back, so no worker waits for the others.
-    window = workers * 2
+    # A few tasks per worker are in flight: Pool.imap would read its whole input ahead and keep
+    # every finished result until it is consumed, which would hold the input in memory. A new
+    # task goes out as each result comes back, so no worker waits for the others, and the
+    # workers keep going while the main process loads a chunk (``RUN_BYTES``).
+    window = workers * IN_FLIGHT_PER_WORKER
     queued = iter(tasks)
     with context.Pool(workers, initializer=_worker_init, initargs=(values,)) as pool:
         pending: deque = deque(pool.apply_async(run_task, (task, load_id, loaded_at))
@@ -267,6 +277,28 @@ def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
 
 BATCH_BYTES = 8 << 20
 FILE_BYTES = 64 << 20
+RUN_BYTES = 256 << 20
+IN_FLIGHT_PER_WORKER = 3
+
+
+def _runs(results: Iterator[TaskResult]) -> Iterator[Iterator[TaskResult]]:
+    """``results`` cut into consecutive runs of about ``RUN_BYTES`` of input each."""
+    upcoming = next(results, None)
+    while upcoming is not None:
+        def run(first: TaskResult) -> Iterator[TaskResult]:
+            nonlocal upcoming
+            item, size = first, 0
+            while item is not None:
+                yield item
+                size += item.input_bytes
+                item = next(results, None)
+                if size >= RUN_BYTES:
+                    break
+            upcoming = item
+
+        current = upcoming
+        upcoming = None
+        yield run(current)
 
 
 def _batches(results: Iterable[TaskResult], report: IngestReport, batch_rows: int,
@@ -383,11 +415,7 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     batch_rows = int(lake.settings.get("lake.batch_rows"))
 
     bar = _progress_bar(len(tasks)) if progress else None
-    results = _results(lake, tasks, load_id, loaded_at, workers)
-
-    @dlt.resource(name="fhir", max_table_nesting=0)
-    def fhir_resources():
-        yield from _batches(results, report, batch_rows, bar.advance if bar else None)
+    results = iter(_results(lake, tasks, load_id, loaded_at, workers))
 
     extra_resources = list(extra_resources)
     if servers or bulk:
@@ -401,6 +429,9 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     # dlt writes one load file per table unless told to rotate; the destination reads a load file
     # whole, so files are cut at FILE_BYTES to keep memory bounded by a file, not by the input.
     os.environ.setdefault("DATA_WRITER__FILE_MAX_BYTES", str(FILE_BYTES))
+    # dlt keeps a loaded package's files unless told otherwise: on memory-backed scratch that
+    # would hold the whole input until the end.
+    os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
 
     with private_scratch("dlt") as scratch:
         working = scratch / PIPELINE_NAME
@@ -408,7 +439,22 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
         pipeline = dlt.pipeline(pipeline_name=PIPELINE_NAME, pipelines_dir=str(scratch),
                                 destination=_destination(lake, report, batch_rows))
         try:
-            pipeline.run([fhir_resources(), *extra_resources] if files else extra_resources)
+            # The input goes through dlt in runs of about RUN_BYTES: dlt extracts a whole run
+            # before loading it, so one run bounds its scratch files, and the workers transform
+            # the next run while this one loads.
+            for number, chunk in enumerate(_runs(results) if files else [None]):
+                resources = [] if chunk is None else [
+                    dlt.resource(_batches(chunk, report, batch_rows,
+                                          bar.advance if bar else None),
+                                 name="fhir", max_table_nesting=0)]
+                if number == 0:
+                    resources += extra_resources
+                if resources:
+                    pipeline.extract(resources)
+                    pipeline.normalize()
+                    report.scratch_peak_bytes = max(report.scratch_peak_bytes,
+                                                    _folder_bytes(scratch))
+                    pipeline.load()
         finally:
             if bar:
                 bar.close()
@@ -420,6 +466,10 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     logger.info("load %s: %d files, %d resources, %d quarantined", load_id, report.files,
                 report.resources, sum(report.quarantined.values()))
     return report
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 class _progress_bar:  # noqa: N801 - used like a function

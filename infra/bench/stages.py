@@ -82,6 +82,7 @@ def ingest(inputs: str, data_dir: str) -> dict[str, int]:
     return {
         "resources": report.resources, "bytes": report.bytes, "files": report.files,
         "quarantined": sum(report.quarantined.values()),
+        "scratch_peak_mb": round(report.scratch_peak_bytes / 2**20, 1),
     }
 
 
