@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dlt_pipelines.fhir import bronze
-from dlt_pipelines.fhir.sources import Entry, input_files, read_file, read_ndjson_line, source_label
+from dlt_pipelines.fhir.sources import (Entry, input_files, is_streamed, read_file, read_ndjson_line,
+                                        source_label)
 from dlt_pipelines.fhir.transform import Outcome, Transformer
 from infra.scratch import private_scratch
 
@@ -76,9 +77,12 @@ class Piece:
 
 @dataclass(frozen=True)
 class Task:
-    """The work of one worker call: pieces of files, about ``TASK_BYTES`` together."""
+    """The work of one worker call: pieces of files, about ``TASK_BYTES`` together; or one
+    bundle too large to read whole (``streamed``), which the main process reads entry by entry
+    and hands on in parts of about ``PART_BYTES``, so memory holds a part, not the bundle."""
 
     pieces: tuple[Piece, ...]
+    streamed: bool = False
 
 
 TASK_BYTES = 16 << 20
@@ -110,6 +114,9 @@ def plan_tasks(files: list[Path]) -> list[Task]:
     batch: list[Piece] = []
     size = 0
     for piece, length in _pieces(files):
+        if is_streamed(Path(piece.path)):
+            tasks.append(Task((piece,), streamed=True))
+            continue
         if batch and size + length > TASK_BYTES:
             tasks.append(Task(tuple(batch)))
             batch, size = [], 0
@@ -189,6 +196,27 @@ def run_task(task: Task, load_id: str, loaded_at: dt.datetime, lake=None) -> Tas
     return result
 
 
+PART_BYTES = 32 << 20
+
+
+def run_streamed(task: Task, load_id: str, loaded_at: dt.datetime, lake) -> Iterator[TaskResult]:
+    """A streamed bundle's results, a part of about ``PART_BYTES`` of resources at a time."""
+    (piece,) = task.pieces
+    transformer = Transformer(lake.patients, index_key=lake.keys.material("index"),
+                              source=source_label(Path(piece.path)), load_id=load_id,
+                              loaded_at=loaded_at)
+    entries = _entries(piece)
+    while True:
+        collector = _Collector(lake, load_id, loaded_at)
+        collector.add(transformer, entries, transformer.source, limit_bytes=PART_BYTES)
+        if not collector.count:
+            return
+        result = collector.result(transformer)
+        transformer.unresolved_references = 0
+        result.input_bytes = collector.body_bytes
+        yield result
+
+
 def _piece_bytes(piece: Piece) -> int:
     return piece.end - piece.start if piece.end >= 0 else os.path.getsize(piece.path)
 
@@ -208,13 +236,21 @@ class _Collector:
         self.quarantine: list[dict[str, Any]] = []
         self.recorded: Counter = Counter()
         self.resources = 0
+        self.count = 0
+        self.body_bytes = 0
         self._key = lake.keys.material("quarantine")
         self._load_id = load_id
         self._loaded_at = loaded_at
 
-    def add(self, transformer: Transformer, entries: Iterable[Entry], source: str) -> None:
+    def add(self, transformer: Transformer, entries: Iterable[Entry], source: str, *,
+            limit_bytes: int | None = None) -> None:
+        """Take the outcomes of ``entries``; with ``limit_bytes``, stop once the resources
+        taken hold that many bytes (the rest of the iterator is left for the next call)."""
         rows, recorded = self.rows, self.recorded
         for entry in entries:
+            self.count += 1
+            if limit_bytes is not None:
+                self.body_bytes += len(entry.body or b"")
             outcome: Outcome = transformer.outcome(entry)
             kind = outcome.kind
             if kind == "upsert" or kind == "delete":
@@ -230,6 +266,8 @@ class _Collector:
                     "record": _seal_record(self._key, outcome.raw), "load_id": self._load_id,
                     "quarantined_at": self._loaded_at, "replayed_load_id": None,
                 })
+            if limit_bytes is not None and self.body_bytes >= limit_bytes:
+                return
 
     def result(self, transformer: Transformer) -> TaskResult:
         tables = {kind: _table(batch) for kind, batch in self.rows.items()}
@@ -250,7 +288,11 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
 
 def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
              workers: int) -> Iterator[TaskResult]:
+    streamed = [task for task in tasks if task.streamed]
+    tasks = [task for task in tasks if not task.streamed]
     if workers <= 1 or len(tasks) <= 1:
+        for task in streamed:
+            yield from run_streamed(task, load_id, loaded_at, lake)
         for task in tasks:
             yield run_task(task, load_id, loaded_at, lake)
         return
@@ -268,6 +310,16 @@ def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
     with context.Pool(workers, initializer=_worker_init, initargs=(values,)) as pool:
         pending: deque = deque(pool.apply_async(run_task, (task, load_id, loaded_at))
                                for task in itertools.islice(queued, window))
+        # Streamed bundles are read here while the workers take the other tasks; the workers'
+        # finished results are passed on between two parts.
+        for task in streamed:
+            for part in run_streamed(task, load_id, loaded_at, lake):
+                yield part
+                while pending and pending[0].ready():
+                    yield pending.popleft().get()
+                    for queued_task in itertools.islice(queued, 1):
+                        pending.append(pool.apply_async(run_task,
+                                                        (queued_task, load_id, loaded_at)))
         while pending:
             result = pending.popleft().get()
             for task in itertools.islice(queued, 1):

@@ -125,12 +125,24 @@ def _open(path: Path):
     return open(path, "rb")  # noqa: SIM115 - caller closes
 
 
+def is_streamed(path: Path) -> bool:
+    """Whether a JSON file is read entry by entry: larger than ``STREAM_BUNDLE_BYTES`` once
+    decompressed (gzip's trailer gives that size, modulo 4 GiB)."""
+    if ".ndjson" in path.name or ".jsonl" in path.name:
+        return False
+    size = path.stat().st_size
+    if path.name.endswith(".gz") and size >= 18:
+        with open(path, "rb") as handle:
+            handle.seek(-4, io.SEEK_END)
+            size = max(size, int.from_bytes(handle.read(4), "little"))
+    return size > STREAM_BUNDLE_BYTES
+
+
 def read_file(path: Path) -> Iterator[Entry]:
     if ".ndjson" in path.name or ".jsonl" in path.name:
         yield from _read_ndjson(path)
         return
-    size = path.stat().st_size
-    if size > STREAM_BUNDLE_BYTES and not path.name.endswith(".gz"):
+    if is_streamed(path):
         yield from _stream_bundle(path)
         return
     with _open(path) as handle:
