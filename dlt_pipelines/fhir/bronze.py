@@ -243,7 +243,10 @@ def merge_batch(lake, resource_type: str, batch: pa.Table,
             existing = table.scan(row_filter=In("id", wanted),
                                   selected_fields=_KEY_COLUMNS).to_arrow()
         plan = _plan(batch, existing)
-        rows = batch.take(pa.array(sorted(plan.append), type=pa.int64())).drop_columns(["op"])
+        if len(plan.append) == batch.num_rows:
+            rows = batch.drop_columns(["op"])  # every row: no copy
+        else:
+            rows = batch.take(pa.array(sorted(plan.append), type=pa.int64())).drop_columns(["op"])
         if plan.remove or rows.num_rows:
             with table.transaction() as transaction:
                 if plan.remove:

@@ -85,7 +85,7 @@ class Task:
     streamed: bool = False
 
 
-TASK_BYTES = 16 << 20
+TASK_BYTES = 8 << 20
 
 
 def _pieces(files: list[Path]) -> Iterator[tuple[Piece, int]]:
@@ -330,6 +330,7 @@ def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
 BATCH_BYTES = 8 << 20
 FILE_BYTES = 64 << 20
 RUN_BYTES = 256 << 20
+MERGE_BYTES = 16 << 20
 IN_FLIGHT_PER_WORKER = 3
 
 
@@ -399,9 +400,15 @@ def _destination(lake, report: IngestReport, batch_rows: int):
             lake.append(bronze.QUARANTINE, data.select(bronze.QUARANTINE_SCHEMA.names)
                         .cast(bronze.QUARANTINE_SCHEMA))
             return
-        # A load file is merged a row group at a time, so memory holds one batch, not the file.
-        for group in pq.ParquetFile(items).iter_batches(batch_size=batch_rows,
-                                                         columns=bronze.BATCH_SCHEMA.names):
+        # A load file is merged a batch at a time, so memory holds one batch, not the file: at
+        # most ``batch_rows`` rows and about MERGE_BYTES (a merge holds a few copies of its batch).
+        parquet = pq.ParquetFile(items)
+        metadata = parquet.metadata
+        row_bytes = max(1, max((metadata.row_group(index).total_byte_size //
+                                max(1, metadata.row_group(index).num_rows)
+                                for index in range(metadata.num_row_groups)), default=1))
+        rows = max(1, min(batch_rows, MERGE_BYTES // row_bytes))
+        for group in parquet.iter_batches(batch_size=rows, columns=bronze.BATCH_SCHEMA.names):
             _merge(pa.Table.from_batches([group]))
 
     def _merge(data: pa.Table) -> None:
