@@ -12,6 +12,7 @@ load file into its table (``bronze.merge_batch``) in one Iceberg commit.
 from __future__ import annotations
 
 import base64
+import ctypes
 import datetime as dt
 import itertools
 import logging
@@ -514,6 +515,7 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
                     report.scratch_peak_bytes = max(report.scratch_peak_bytes,
                                                     _folder_bytes(scratch))
                     pipeline.load()
+                    _release_memory()
         finally:
             if bar:
                 bar.close()
@@ -525,6 +527,16 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     logger.info("load %s: %d files, %d resources, %d quarantined", load_id, report.files,
                 report.resources, sum(report.quarantined.values()))
     return report
+
+
+def _release_memory() -> None:
+    """Hand the memory a run freed back to the system: Arrow's allocator and glibc's keep freed
+    pages for reuse, which would make the process's size the sum of its largest moments."""
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
 
 
 def _folder_bytes(folder: Path) -> int:

@@ -12,7 +12,6 @@ Every entry ends as exactly one outcome, counted in the run summary:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -175,7 +174,7 @@ class Transformer:
         return found
 
     def content_hash(self, blob: bytes) -> str:
-        return hmac.new(self._index_key, blob, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._index_key, blob, "sha256")[:16].hex()
 
     def outcome(self, entry: Entry) -> Outcome:
         if entry.error:
