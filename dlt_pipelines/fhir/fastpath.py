@@ -49,8 +49,6 @@ if TYPE_CHECKING:
     from dlt_pipelines.fhir.transform import Transformer
 
 _SLOW_TYPES = PERSON_TYPES | {"OperationOutcome", "Bundle"}
-_PROTECTED = frozenset({b"contentString", b"div", b"note"})
-_PROTECTED_ANY_VALUE = _PROTECTED | {b"contentType"}
 _NAMED = sorted({*DATE_TIME_ELEMENTS, *DATE_ELEMENTS, *INSTANT_ELEMENTS, "reference",
                  "contentType", "contentString", "div", "note", "conclusion"},
                 key=len, reverse=True)
@@ -102,6 +100,56 @@ def _date_ok(key: bytes, value: bytes, type_date: bytes | None) -> bool:
     return _DATE_TIME_B.match(value) is not None
 
 
+# The kinds of member ``scan`` returns, as (kind, key_start, value_start, value_end); the value
+# positions are -1 when the value is not a string without escapes.
+REFERENCE, CONTENT_TYPE, PROTECTED, CONCLUSION = 1, 2, 3, 4
+_MEMBER_KINDS = {b"reference": REFERENCE, b"contentType": CONTENT_TYPE, b"contentString": PROTECTED,
+                 b"div": PROTECTED, b"note": PROTECTED, b"conclusion": CONCLUSION}
+
+
+def scan_regex(body: bytes, type_date: bytes) -> list[tuple[int, int, int, int]] | None:
+    """The members the fast path acts on, with every date element checked; None when the walk
+    must decide (an escape in a key, in a reference or in a date, a date that fails its check).
+    The reference implementation of the compiled ``_scan.scan``, used where it is not built."""
+    if b"\\" in body and _ESCAPED_KEY.search(body):
+        return None
+    found = []
+    for match in _SCAN.finditer(body):
+        key, value = match.group(1), match.group(2)
+        kind = _MEMBER_KINDS.get(key)
+        escaped = value is None and body[match.end():match.end() + 1] == b'"'
+        if kind is not None:
+            if escaped and kind == REFERENCE:
+                return None
+            found.append((kind, match.start(), match.start(2), match.end(2)) if value is not None
+                         else (kind, match.start(), -1, -1))
+        elif escaped:
+            return None
+        elif value is not None and not _date_ok(key, value, type_date or None):
+            return None
+    return found
+
+
+def _compiled():
+    try:
+        from dlt_pipelines.fhir import _scan
+    except ImportError:
+        return None
+    classes = [(name.encode(), 3, 0) for name in INSTANT_ELEMENTS]
+    classes += [(name.encode(), 2, 0) for name in DATE_ELEMENTS]
+    classes += [(name.encode(), 1, 0) for name in DATE_TIME_ELEMENTS
+                if name not in INSTANT_ELEMENTS and name not in DATE_ELEMENTS]
+    classes += [(name, 4, kind) for name, kind in _MEMBER_KINDS.items()]
+    _scan.configure(classes)
+    return _scan.scan
+
+
+# The compiled scan (``_scan.c``, built by ``pip install -e .`` where a C compiler is found), or
+# the regular expressions. Both give the same members; the tests check it on every corpus.
+_COMPILED = _compiled()
+scan = _COMPILED or scan_regex
+
+
 class FastPath:
     """The fast path of one ``Transformer`` (whose caches of sealed references it keeps)."""
 
@@ -125,7 +173,9 @@ class FastPath:
         last_updated = meta.get("lastUpdated") if meta else None
         if last_updated is not None and not isinstance(last_updated, str):
             return None
-        if b"\\" in body and _ESCAPED_KEY.search(body):
+        type_date = _DATE_BY_TYPE.get(resource_type, b"")
+        members = scan(body, type_date)
+        if members is None:
             return None
 
         transformer = self._transformer
@@ -136,45 +186,35 @@ class FastPath:
              "individual": head.individual},
             lambda reference: urn_map.get(reference, reference))
         patient_key, sealer = transformer._protector.begin(subject)
-        type_date = _DATE_BY_TYPE.get(resource_type)
         splices: list[tuple[int, int, bytes]] = []
         unresolved = 0
-        for match in _SCAN.finditer(body):
-            key, value = match.group(1), match.group(2)
-            if value is None:
-                if key in _PROTECTED_ANY_VALUE or key == b"conclusion":
-                    if sealer is not None:
-                        return None
-                elif body[match.end():match.end() + 1] == b'"':
-                    return None  # a string with an escape: the walk reads it decoded
-                continue
-            if key == b"reference":
-                reference = value.decode()
+        for kind, key_start, value_start, value_end in members:
+            if kind == REFERENCE:
+                if value_start < 0:
+                    continue
+                reference = body[value_start:value_end].decode()
                 mapped = urn_map.get(reference)
                 if mapped is None:
                     if reference.startswith(("urn:uuid:", "urn:oid:")):
                         unresolved += 1
                     mapped = reference
                 if "Patient/" in mapped and patient_target(mapped) is not None:
-                    splice = self._patient_reference(body, match, mapped)
+                    splice = self._patient_reference(body, key_start, mapped)
                     if splice is None:
                         return None
                     splices.append(splice)
                 elif mapped != reference:
-                    splices.append((match.start(2) - 1, match.end(2) + 1, ENCODER.encode(mapped)))
-            elif key == b"contentType":
-                if sealer is not None:
-                    found = self._attachment(body, match, sealer)
-                    if found is None:
-                        return None
-                    splices.extend(found)
-            elif key in _PROTECTED:
-                if sealer is not None:
+                    splices.append((value_start - 1, value_end + 1, ENCODER.encode(mapped)))
+            elif sealer is None:
+                continue
+            elif kind == CONTENT_TYPE:
+                found = self._attachment(body, key_start, sealer) if value_start >= 0 else None
+                if found is None:
                     return None
-            elif key == b"conclusion":
-                if sealer is not None and resource_type == "DiagnosticReport":
-                    return None
-            elif not _date_ok(key, value, type_date):
+                splices.extend(found)
+            elif kind == PROTECTED:
+                return None
+            elif kind == CONCLUSION and resource_type == "DiagnosticReport":
                 return None
         try:
             updated_at = parse_instant(last_updated)
@@ -199,10 +239,10 @@ class FastPath:
                        row=transformer._row(resource_type, rid, version, updated_at, patient_key,
                                             stored.decode(), body))
 
-    def _patient_reference(self, body: bytes, match: re.Match,
+    def _patient_reference(self, body: bytes, key_start: int,
                            mapped: str) -> tuple[int, int, bytes] | None:
         """The pseudonymized reference object, as ``Protector._protect_reference`` writes it."""
-        start = match.start() - 1
+        start = key_start - 1
         whole = _REFERENCE_OBJECT.match(body, start) if start >= 0 else None
         if whole is None:
             return None
@@ -227,9 +267,9 @@ class FastPath:
     def _seal(sealer, encoded: bytes) -> bytes:
         return sealer.seal_json(encoded).encode()
 
-    def _attachment(self, body: bytes, match: re.Match, sealer) -> list | None:
+    def _attachment(self, body: bytes, key_start: int, sealer) -> list | None:
         """An attachment's ``data`` and ``url`` sealed: a flat object opening with contentType."""
-        start = match.start() - 1
+        start = key_start - 1
         whole = _FLAT_OBJECT.match(body, start) if start >= 0 else None
         if whole is None:
             return None

@@ -32,6 +32,20 @@ def deterministic_seal(monkeypatch):
     monkeypatch.setattr(vault.TokenSealer, "seal_json", seal_json)
 
 
+@pytest.fixture(params=["compiled", "regex"])
+def scan_implementation(request, monkeypatch):
+    """Each comparison runs with the compiled scan and with its regular-expression reference."""
+    from dlt_pipelines.fhir import fastpath
+
+    if request.param == "compiled":
+        if fastpath._COMPILED is None:
+            pytest.skip("the compiled scan is not built (no C compiler at install)")
+        monkeypatch.setattr(fastpath, "scan", fastpath._COMPILED)
+    else:
+        monkeypatch.setattr(fastpath, "scan", fastpath.scan_regex)
+    return request.param
+
+
 def _transformer(lake) -> Transformer:
     return Transformer(lake.patients, index_key=lake.keys.material("index"), source="test",
                        load_id="load", loaded_at=LOADED_AT)
@@ -63,7 +77,8 @@ def _compare(lake, paths: list[Path]) -> Counter:
     return taken
 
 
-def test_sample_takes_the_fast_path_and_agrees(make_lake, deterministic_seal):
+def test_sample_takes_the_fast_path_and_agrees(make_lake, deterministic_seal,
+                                                scan_implementation):
     taken = _compare(make_lake(), [SAMPLE])
     people = taken["Patient"]
     assert people == 0  # people always take the walk
@@ -74,7 +89,8 @@ def test_sample_takes_the_fast_path_and_agrees(make_lake, deterministic_seal):
                                     "synthea-bulk-ndjson-10-patients",
                                     "synthea-hiv-bundles-fhir-data-pipes",
                                     "synthea-uscore-inferno-bundles"])
-def test_corpus_agrees(make_lake, deterministic_seal, shared_data, corpus):
+def test_corpus_agrees(make_lake, deterministic_seal, shared_data, corpus,
+                       scan_implementation):
     folder = shared_data / corpus
     files = input_files([folder])
     taken = _compare(make_lake(), files)
