@@ -21,17 +21,18 @@ from dlt_pipelines.fhir.sources import ENCODER, Entry
 from infra.keys.vault import PatientVault, TokenSealer
 from infra.pseudonym import Protector, patient_target
 
-RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+# \Z, not $: $ also matches before a final newline, and "2024\n" is no date.
+RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}\Z")
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
 _DATE_TIME = re.compile(
     rf"^{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T([01][0-9]|2[0-3]):[0-5][0-9]:"
-    r"([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$"
+    r"([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?\Z"
 )
-_DATE = re.compile(rf"^{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?$")
+_DATE = re.compile(rf"^{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?\Z")
 _INSTANT = re.compile(
     rf"^{_YEAR}-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])T([01][0-9]|2[0-3]):[0-5][0-9]:"
-    r"([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))$"
+    r"([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))\Z"
 )
 # Elements of type date (only a date), instant (always a zone), or dateTime (the rest below).
 DATE_ELEMENTS = frozenset({"birthDate", "valueDate", "lockedDate"})

@@ -124,6 +124,8 @@ def test_escaped_and_invalid_values_fall_back_to_the_walk(make_lake):
         b'{"resourceType":"Condition","id":"c2","onsetDateTime":"1/1/1980"}': "quarantine",
         # an escaped key that decodes to a date element
         b'{"resourceType":"Condition","id":"c3","onset\\u0044ateTime":"202510"}': "quarantine",
+        # a date followed by an escaped newline (a $ in the grammar would let it through)
+        b'{"resourceType":"Condition","id":"c5","onsetDateTime":"2024\\n"}': "quarantine",
     }
     for body, kind in cases.items():
         entry = Entry(locator="line 1", body=body, head=HEAD_DECODER.decode(body))
