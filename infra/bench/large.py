@@ -99,21 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="carelake-bench-large-",
                                      dir=args.work) as folder:
         work = Path(folder)
-        inputs = work / "input"
-        (inputs / "fhir").mkdir(parents=True)
         if args.input:
             if not args.input.is_dir():
                 print(f"infra.bench.large: --input {args.input} is not a folder", file=sys.stderr)
                 return 1
-            (inputs / "fhir" / "input").symlink_to(args.input.resolve())
+            fhir = args.input.resolve()
             name = f"ingest of {args.input}"
         else:
-            count = write_bundle(inputs / "fhir" / "bundle.json", args.bundle_mb,
-                                 args.attachment_mb)
+            fhir = work / "input"
+            fhir.mkdir()
+            count = write_bundle(fhir / "bundle.json", args.bundle_mb, args.attachment_mb)
             name = f"ingest of one {args.bundle_mb} MB bundle ({count:,} entries)"
         (work / "measure").mkdir()
         outcome = measure("infra.bench.stages:ingest", work / "measure", "ingest",
-                          inputs=str(inputs), data_dir=str(work / "measure" / "data"))
+                          inputs=str(work), data_dir=str(work / "measure" / "data"),
+                          fhir=str(fhir))
     _print(name, outcome)
     if args.out:
         args.out.write_text(json.dumps(outcome, indent=2) + "\n")

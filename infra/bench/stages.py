@@ -71,14 +71,15 @@ def open_lake(data_dir: Path):
     return Lake.open(load_settings(data_dir=data_dir))
 
 
-def ingest(inputs: str, data_dir: str) -> dict[str, int]:
-    """``dlt_pipelines.fhir.pipeline.ingest`` over the scaled FHIR files."""
+def ingest(inputs: str, data_dir: str, fhir: str | None = None) -> dict[str, int]:
+    """``dlt_pipelines.fhir.pipeline.ingest`` over the scaled FHIR files (``inputs/fhir``), or
+    over the folder ``fhir``."""
     try:
         from dlt_pipelines.fhir.pipeline import ingest as run_ingest
     except ModuleNotFoundError as error:
         raise StageUnavailable(f"the ingest is not part of this build ({error.name})") from None
     lake = open_lake(Path(data_dir))
-    report = run_ingest(lake, [Path(inputs) / "fhir"])
+    report = run_ingest(lake, [Path(fhir) if fhir else Path(inputs) / "fhir"])
     return {
         "resources": report.resources, "bytes": report.bytes, "files": report.files,
         "quarantined": sum(report.quarantined.values()),
