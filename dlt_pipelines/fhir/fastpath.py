@@ -42,7 +42,6 @@ from dlt_pipelines.fhir.transform import (
     RESOURCE_TYPE,
     Outcome,
     parse_instant,
-    subject_reference,
 )
 from infra.keys.vault import TOKEN_PREFIX
 from infra.pseudonym import ORIGINAL_REFERENCE_URL, PERSON_TYPES, patient_target
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
     from dlt_pipelines.fhir.transform import Transformer
 
 _SLOW_TYPES = PERSON_TYPES | {"OperationOutcome", "Bundle"}
+_CACHE_ENTRIES = 100_000
 _NAMED = sorted({*DATE_TIME_ELEMENTS, *DATE_ELEMENTS, *INSTANT_ELEMENTS, "reference",
                  "contentType", "contentString", "div", "note", "conclusion"},
                 key=len, reverse=True)
@@ -158,6 +158,7 @@ class FastPath:
     def __init__(self, transformer: Transformer) -> None:
         self._transformer = transformer
         self._references: dict[tuple[str, bytes | None], bytes] = {}
+        self._targets: dict[str, tuple[str, str] | None] = {}
 
     def upsert(self, entry: Entry) -> Outcome | None:
         """The entry's outcome, or None when the full walk must decide."""
@@ -182,12 +183,7 @@ class FastPath:
 
         transformer = self._transformer
         urn_map = entry.urn_map
-        subject = subject_reference(
-            {"resourceType": resource_type, "id": rid, "subject": head.subject,
-             "patient": head.patient, "beneficiary": head.beneficiary,
-             "individual": head.individual},
-            lambda reference: urn_map.get(reference, reference))
-        patient_key, sealer = transformer._protector.begin(subject)
+        patient_key, sealer = transformer._protector.begin(self._subject(head, urn_map))
         splices: list[tuple[int, int, bytes]] = []
         unresolved = 0
         for kind, key_start, value_start, value_end in members:
@@ -200,7 +196,7 @@ class FastPath:
                     if reference.startswith(("urn:uuid:", "urn:oid:")):
                         unresolved += 1
                     mapped = reference
-                if "Patient/" in mapped and patient_target(mapped) is not None:
+                if "Patient/" in mapped and self._target(mapped) is not None:
                     splice = self._patient_reference(body, key_start, mapped)
                     if splice is None:
                         return None
@@ -252,7 +248,9 @@ class FastPath:
         cache_key = (mapped, display)
         text = self._references.get(cache_key)
         if text is None:
-            target, history = patient_target(mapped)
+            if len(self._references) >= _CACHE_ENTRIES:
+                self._references.clear()
+            target, history = self._target(mapped)
             found = self._transformer._patient_sealer(target)
             if found is None:
                 return None
@@ -264,6 +262,30 @@ class FastPath:
             text = b"".join(parts)
             self._references[cache_key] = text
         return start, whole.end(), text
+
+    def _target(self, reference: str) -> tuple[str, str] | None:
+        """``patient_target``, remembered: a task's resources name the same patients again."""
+        try:
+            return self._targets[reference]
+        except KeyError:
+            if len(self._targets) >= _CACHE_ENTRIES:
+                self._targets.clear()  # a streamed bundle's task lives long: stay bounded
+            found = self._targets[reference] = patient_target(reference)
+            return found
+
+    def _subject(self, head, urn_map: dict[str, str]) -> str | None:
+        """``subject_reference`` of the head: the first member of subject, patient, beneficiary
+        or individual whose reference names a patient, bundle urls mapped."""
+        for value in (head.subject, head.patient, head.beneficiary, head.individual):
+            if value is None:
+                continue
+            for candidate in value if isinstance(value, list) else (value,):
+                reference = candidate.get("reference") if isinstance(candidate, dict) else None
+                if isinstance(reference, str):
+                    parsed = self._target(urn_map.get(reference, reference))
+                    if parsed is not None:
+                        return parsed[0]
+        return None
 
     @staticmethod
     def _seal(sealer, encoded: bytes) -> bytes:
