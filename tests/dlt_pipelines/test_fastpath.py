@@ -139,3 +139,14 @@ def test_escaped_and_invalid_values_fall_back_to_the_walk(make_lake):
             assert stored["subject"]["reference"] != "Patient/p1"
         else:
             assert "onsetDateTime is not a valid FHIR dateTime" in outcome.reason
+
+
+@pytest.mark.parametrize("value", [b"5", b'{"a":1}', b'["2024-01-01T00:00:00Z"]'])
+def test_a_last_updated_that_is_no_string_is_quarantined(make_lake, value):
+    from dlt_pipelines.fhir.sources import HEAD_DECODER
+
+    body = b'{"resourceType":"Condition","id":"c","meta":{"lastUpdated":' + value + b"}}"
+    entry = Entry(locator="line 1", body=body, head=HEAD_DECODER.decode(body))
+    outcome = _transformer(make_lake()).outcome(entry)
+    assert outcome.kind == "quarantine"
+    assert outcome.reason == "Condition.meta.lastUpdated is not a valid FHIR instant"
