@@ -209,20 +209,28 @@ def read_json_document(blob: bytes, *, locator_prefix: str) -> Iterator[Entry]:
         yield Entry(locator=f"{locator_prefix}resource", resource=document)
 
 
+def _urn_target(full_url: Any, kind: Any, rid: Any) -> str | None:
+    """``Type/id`` that a bundle entry's fullUrl stands for; the id may come from a urn:uuid."""
+    if not isinstance(full_url, str):
+        return None
+    if not rid and full_url.startswith("urn:uuid:"):
+        rid = full_url[len("urn:uuid:"):]
+    return f"{kind}/{rid}" if isinstance(kind, str) and isinstance(rid, str) else None
+
+
+def _add_urn(mapping: dict[str, str], full_url: Any, kind: Any, rid: Any) -> None:
+    target = _urn_target(full_url, kind, rid)
+    if target is not None:
+        mapping[full_url] = target
+
+
 def _urn_map(entries: list[Any]) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        full_url, resource = entry.get("fullUrl"), entry.get("resource")
-        if not isinstance(full_url, str) or not isinstance(resource, dict):
-            continue
-        kind = resource.get("resourceType")
-        rid = resource.get("id")
-        if not rid and full_url.startswith("urn:uuid:"):
-            rid = full_url[len("urn:uuid:"):]
-        if isinstance(kind, str) and isinstance(rid, str):
-            mapping[full_url] = f"{kind}/{rid}"
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict):
+            _add_urn(mapping, entry.get("fullUrl"), resource.get("resourceType"),
+                     resource.get("id"))
     return mapping
 
 
@@ -244,22 +252,26 @@ def _bundle_entry(entry: Any, number: int, bundle_type: Any, mapping: dict[str, 
     if not isinstance(entry, dict):
         return Entry(locator=locator, error="bundle entry is not a JSON object",
                      raw=ENCODER.encode(entry))
-    request = entry.get("request") if isinstance(entry.get("request"), dict) else {}
-    response = entry.get("response") if isinstance(entry.get("response"), dict) else {}
     resource = entry.get("resource")
     return Entry(
         locator=locator,
         resource=resource if isinstance(resource, dict) else None,
-        full_url=entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None,
-        method=(request.get("method") or None) if request else None,
-        request_url=request.get("url") if request else None,
         bundle_type=bundle_type if isinstance(bundle_type, str) else None,
-        last_modified=response.get("lastModified") if response else None,
         urn_map=mapping,
         error=None if resource is None or isinstance(resource, dict) else
         "entry.resource is not a JSON object",
         raw=None if resource is None or isinstance(resource, dict) else ENCODER.encode(entry),
+        **_entry_fields(entry.get("fullUrl"), entry.get("request"), entry.get("response")),
     )
+
+
+def _entry_fields(full_url: Any, request: Any, response: Any) -> dict[str, Any]:
+    """An Entry's fullUrl, request and response members, each only when well formed."""
+    request = request if isinstance(request, dict) else {}
+    response = response if isinstance(response, dict) else {}
+    return {"full_url": full_url if isinstance(full_url, str) else None,
+            "method": request.get("method") or None, "request_url": request.get("url"),
+            "last_modified": response.get("lastModified")}
 
 
 def _raw_bundle_entries(compact: bytes, locator_prefix: str) -> list[Entry] | None:
@@ -280,29 +292,18 @@ def _raw_bundle_entries(compact: bytes, locator_prefix: str) -> list[Entry] | No
 def _raw_urn_map(entries, heads) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for entry, head in zip(entries, heads):
-        if head is None or not isinstance(entry.fullUrl, str):
-            continue
-        rid = head.id
-        if not rid and entry.fullUrl.startswith("urn:uuid:"):
-            rid = entry.fullUrl[len("urn:uuid:"):]
-        if isinstance(head.resourceType, str) and isinstance(rid, str):
-            mapping[entry.fullUrl] = f"{head.resourceType}/{rid}"
+        if head is not None:
+            _add_urn(mapping, entry.fullUrl, head.resourceType, head.id)
     return mapping
 
 
 def _raw_entry(entry: _RawEntry, head: Head | None, number: int, bundle_type: str | None,
                mapping: dict[str, str], locator_prefix: str) -> Entry:
-    request = entry.request if isinstance(entry.request, dict) else {}
-    response = entry.response if isinstance(entry.response, dict) else {}
     return Entry(
         locator=f"{locator_prefix}entry {number}",
         body=bytes(entry.resource) if len(entry.resource) else None, head=head,
-        full_url=entry.fullUrl if isinstance(entry.fullUrl, str) else None,
-        method=(request.get("method") or None) if request else None,
-        request_url=request.get("url") if request else None,
-        bundle_type=bundle_type,
-        last_modified=response.get("lastModified") if response else None,
-        urn_map=mapping,
+        bundle_type=bundle_type, urn_map=mapping,
+        **_entry_fields(entry.fullUrl, entry.request, entry.response),
     )
 
 
@@ -325,11 +326,7 @@ def _stream_bundle(path: Path) -> Iterator[Entry]:
             elif prefix == "entry.item.resource.id":
                 rid = value
             elif prefix == "entry.item" and event == "end_map":
-                if full_url and kind:
-                    if not rid and full_url.startswith("urn:uuid:"):
-                        rid = full_url[len("urn:uuid:"):]
-                    if rid:
-                        mapping[full_url] = f"{kind}/{rid}"
+                _add_urn(mapping, full_url, kind, rid)
     with _open(path) as handle:
         for number, entry in enumerate(ijson.items(handle, "entry.item", use_float=False)):
             # ijson gives Decimals already; re-encode through msgspec for one consistent shape.
