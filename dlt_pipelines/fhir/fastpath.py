@@ -40,7 +40,9 @@ from dlt_pipelines.fhir.transform import (
     FHIR_ID,
     INSTANT_ELEMENTS,
     RESOURCE_TYPE,
+    SUBJECT_FIELDS,
     Outcome,
+    first_patient,
     parse_instant,
 )
 from infra.keys.vault import TOKEN_PREFIX
@@ -274,18 +276,9 @@ class FastPath:
             return found
 
     def _subject(self, head, urn_map: dict[str, str]) -> str | None:
-        """``subject_reference`` of the head: the first member of subject, patient, beneficiary
-        or individual whose reference names a patient, bundle urls mapped."""
-        for value in (head.subject, head.patient, head.beneficiary, head.individual):
-            if value is None:
-                continue
-            for candidate in value if isinstance(value, list) else (value,):
-                reference = candidate.get("reference") if isinstance(candidate, dict) else None
-                if isinstance(reference, str):
-                    parsed = self._target(urn_map.get(reference, reference))
-                    if parsed is not None:
-                        return parsed[0]
-        return None
+        """``subject_reference`` of the head, with the targets remembered."""
+        return first_patient([getattr(head, name) for name in SUBJECT_FIELDS],
+                             lambda reference: urn_map.get(reference, reference), self._target)
 
     @staticmethod
     def _seal(sealer, encoded: bytes) -> bytes:

@@ -135,15 +135,19 @@ def subject_reference(resource: dict[str, Any], resolve=lambda reference: refere
     """``Patient/<id>`` of the patient the resource is about (``resolve`` maps bundle urls)."""
     if resource.get("resourceType") == "Patient":
         return f"Patient/{resource['id']}"
-    for field_name in SUBJECT_FIELDS:
-        value = resource.get(field_name)
-        candidates = value if isinstance(value, list) else [value]
-        for candidate in candidates:
-            if isinstance(candidate, dict):
-                reference = candidate.get("reference")
-                if isinstance(reference, str):
-                    reference = resolve(reference)
-                parsed = patient_target(reference) if isinstance(reference, str) else None
+    return first_patient([resource.get(name) for name in SUBJECT_FIELDS], resolve)
+
+
+def first_patient(values: list[Any], resolve, target=patient_target) -> str | None:
+    """``Patient/<id>`` of the first reference to a patient in ``values`` (the members named in
+    SUBJECT_FIELDS, in that order, each a Reference or a list of them)."""
+    for value in values:
+        if value is None:
+            continue
+        for candidate in value if isinstance(value, list) else (value,):
+            reference = candidate.get("reference") if isinstance(candidate, dict) else None
+            if isinstance(reference, str):
+                parsed = target(resolve(reference))
                 if parsed is not None:
                     return parsed[0]
     return None
