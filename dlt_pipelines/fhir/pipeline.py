@@ -30,8 +30,14 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dlt_pipelines.fhir import bronze
-from dlt_pipelines.fhir.sources import (Entry, input_files, is_streamed, read_file, read_ndjson_line,
-                                        source_label)
+from dlt_pipelines.fhir.sources import (
+    Entry,
+    input_files,
+    is_streamed,
+    read_file,
+    read_ndjson_line,
+    source_label,
+)
 from dlt_pipelines.fhir.transform import Outcome, Transformer
 from infra.scratch import private_scratch
 
@@ -311,21 +317,23 @@ def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
     with context.Pool(workers, initializer=_worker_init, initargs=(values,)) as pool:
         pending: deque = deque(pool.apply_async(run_task, (task, load_id, loaded_at))
                                for task in itertools.islice(queued, window))
+
+        def take() -> TaskResult:
+            """The oldest task's result, with the next task sent in its place."""
+            result = pending.popleft().get()
+            for task in itertools.islice(queued, 1):
+                pending.append(pool.apply_async(run_task, (task, load_id, loaded_at)))
+            return result
+
         # Streamed bundles are read here while the workers take the other tasks; the workers'
         # finished results are passed on between two parts.
         for task in streamed:
             for part in run_streamed(task, load_id, loaded_at, lake):
                 yield part
                 while pending and pending[0].ready():
-                    yield pending.popleft().get()
-                    for queued_task in itertools.islice(queued, 1):
-                        pending.append(pool.apply_async(run_task,
-                                                        (queued_task, load_id, loaded_at)))
+                    yield take()
         while pending:
-            result = pending.popleft().get()
-            for task in itertools.islice(queued, 1):
-                pending.append(pool.apply_async(run_task, (task, load_id, loaded_at)))
-            yield result
+            yield take()
 
 
 BATCH_BYTES = 8 << 20
@@ -405,9 +413,9 @@ def _destination(lake, report: IngestReport, batch_rows: int):
         # most ``batch_rows`` rows and about MERGE_BYTES (a merge holds a few copies of its batch).
         parquet = pq.ParquetFile(items)
         metadata = parquet.metadata
-        row_bytes = max(1, max((metadata.row_group(index).total_byte_size //
-                                max(1, metadata.row_group(index).num_rows)
-                                for index in range(metadata.num_row_groups)), default=1))
+        row_groups = [metadata.row_group(number) for number in range(metadata.num_row_groups)]
+        row_bytes = max([row_group.total_byte_size // max(1, row_group.num_rows)
+                         for row_group in row_groups] + [1])
         rows = max(1, min(batch_rows, MERGE_BYTES // row_bytes))
         for group in parquet.iter_batches(batch_size=rows, columns=bronze.BATCH_SCHEMA.names):
             _merge(pa.Table.from_batches([group]))
