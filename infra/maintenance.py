@@ -4,14 +4,25 @@ pyiceberg expires snapshots but leaves their files on disk; ``remove_orphans`` d
 under a table's folder that the table's current metadata no longer reaches (old metadata files,
 manifest lists and manifests of expired snapshots, data files only they held). This is what makes
 an erasure final on disk once the retention window has passed.
+
+A load writes its data files before it commits them (``dlt_pipelines.fhir.bronze.stage_rows``),
+so until its commits they look like orphans. Each load marks itself running (``running_load``);
+``remove_orphans`` keeps every file written since the oldest running load began. The mark of a
+load that was killed is dropped once its process is gone (on the same host) or after
+``STALE_LOAD_S`` (elsewhere), and the files it left become orphans like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +56,75 @@ def referenced_files(table) -> set[str]:
     return files
 
 
+LOADS_FOLDER = "loads"
+STALE_LOAD_S = 24 * 3600
+_CLOCK_SLACK_S = 60
+
+
+@contextlib.contextmanager
+def running_load(lake, load_id: str) -> Iterator[None]:
+    """Mark a load as running while it may still commit the files it has written."""
+    path = f"{LOADS_FOLDER}/{load_id}.json"
+    record = {"load_id": load_id, "host": socket.gethostname(), "pid": os.getpid(),
+              "started_at": time.time()}
+    lake.fs.pipe_file(path, json.dumps(record).encode())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lake.fs.rm_file(path)
+
+
+def _alive(record: dict) -> bool:
+    if record.get("host") != socket.gethostname():
+        return time.time() - float(record.get("started_at", 0)) < STALE_LOAD_S
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
+
+
+def running_since(lake) -> float | None:
+    """When the oldest running load began (seconds since the epoch), or None; marks left by
+    loads that are gone are removed."""
+    if not lake.fs.exists(LOADS_FOLDER):
+        return None
+    oldest = None
+    for path in lake.fs.find(LOADS_FOLDER):
+        try:
+            record = json.loads(lake.fs.cat_file(path))
+        except (FileNotFoundError, ValueError):
+            continue
+        if _alive(record):
+            started = float(record["started_at"])
+            oldest = started if oldest is None else min(oldest, started)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                lake.fs.rm_file(path)
+    return oldest
+
+
 def remove_orphans(lake, identifier: str) -> int:
+    """Delete the files under the table's folder that its metadata does not reach, except those
+    written since the oldest running load began (they may be its staged files)."""
     table = lake.table(identifier)
     keep = referenced_files(table)
     location = _strip(table.metadata.location)
-    removed = 0
+    since = running_since(lake)
+    removed = kept = 0
     for path in lake.fs.find(location):
-        if _strip(path) not in keep:
-            lake.fs.rm_file(path)
-            removed += 1
+        if _strip(path) in keep:
+            continue
+        if since is not None and lake.fs.modified(path).timestamp() >= since - _CLOCK_SLACK_S:
+            kept += 1
+            continue
+        lake.fs.rm_file(path)
+        removed += 1
+    if kept:
+        logger.info("%s: %d unreferenced files kept: a load is running", identifier, kept)
     return removed
 
 

@@ -223,45 +223,157 @@ class LoadIndex:
 _KEY_COLUMNS = ("id", "last_updated", "version_id", "content_hash")
 
 
+def _stored_keys(table, identifier: str, ids: list[str], index: LoadIndex | None) -> pa.Table:
+    """The stored key columns of ``ids``, the ones ``index`` rules out left unread."""
+    from pyiceberg.expressions import In
+
+    wanted = ids
+    if index is not None and index.own_rows_only(identifier, table):
+        wanted = index.maybe_stored(identifier, ids)
+    if table.current_snapshot() is None or not wanted:
+        return BRONZE_SCHEMA.empty_table().select(_KEY_COLUMNS)
+    return table.scan(row_filter=In("id", wanted), selected_fields=_KEY_COLUMNS).to_arrow()
+
+
+def _commit_plan(table, identifier: str, batch: pa.Table, plan: _Plan,
+                 index: LoadIndex | None) -> None:
+    """Delete the rows the plan replaces and append the rows it keeps, in one transaction."""
+    from pyiceberg.expressions import In
+
+    if len(plan.append) == batch.num_rows:
+        rows = batch.drop_columns(["op"])  # every row: no copy
+    else:
+        rows = batch.take(pa.array(sorted(plan.append), type=pa.int64())).drop_columns(["op"])
+    if plan.remove or rows.num_rows:
+        with table.transaction() as transaction:
+            if plan.remove:
+                transaction.delete(delete_filter=In("id", plan.remove))
+            if rows.num_rows:
+                transaction.append(rows.cast(BRONZE_SCHEMA))
+        if index is not None:
+            index.committed(identifier, rows.column("id").to_pylist(), table)
+
+
+def _log_counts(identifier: str, counts: MergeCounts) -> None:
+    logger.info("%s: %d inserted, %d updated, %d deleted, %d unchanged, %d stale",
+                identifier, counts.inserted, counts.updated, counts.deleted, counts.unchanged,
+                counts.stale)
+
+
 def merge_batch(lake, resource_type: str, batch: pa.Table,
                 index: LoadIndex | None = None) -> MergeCounts:
     """Merge one batch of rows (BATCH_SCHEMA) into the resource type's bronze table; ``index``
     (one per load) spares reading back what this load wrote itself."""
-    from pyiceberg.expressions import In
-
     identifier = table_name(resource_type)
     lake.ensure_table(identifier, BRONZE_SCHEMA)
     ids = pc.unique(batch.column("id")).to_pylist()
 
     def change(table) -> MergeCounts:
-        wanted = ids
-        if index is not None and index.own_rows_only(identifier, table):
-            wanted = index.maybe_stored(identifier, ids)
-        if table.current_snapshot() is None or not wanted:
-            existing = BRONZE_SCHEMA.empty_table().select(_KEY_COLUMNS)
-        else:
-            existing = table.scan(row_filter=In("id", wanted),
-                                  selected_fields=_KEY_COLUMNS).to_arrow()
-        plan = _plan(batch, existing)
-        if len(plan.append) == batch.num_rows:
-            rows = batch.drop_columns(["op"])  # every row: no copy
-        else:
-            rows = batch.take(pa.array(sorted(plan.append), type=pa.int64())).drop_columns(["op"])
-        if plan.remove or rows.num_rows:
-            with table.transaction() as transaction:
-                if plan.remove:
-                    transaction.delete(delete_filter=In("id", plan.remove))
-                if rows.num_rows:
-                    transaction.append(rows.cast(BRONZE_SCHEMA))
-            if index is not None:
-                index.committed(identifier, rows.column("id").to_pylist(), table)
+        plan = _plan(batch, _stored_keys(table, identifier, ids, index))
+        _commit_plan(table, identifier, batch, plan, index)
         return plan.counts
 
     counts = lake.commit(identifier, change)
-    logger.info("%s: %d inserted, %d updated, %d deleted, %d unchanged, %d stale",
-                identifier, counts.inserted, counts.updated, counts.deleted, counts.unchanged,
-                counts.stale)
+    _log_counts(identifier, counts)
     return counts
+
+
+# --- staged data files -----------------------------------------------------------------------
+#
+# The ingest's workers write a batch's upserted rows as an Iceberg data file of the table
+# (``stage_rows``), encrypted like every file of the lake, but commit nothing: the main process
+# gets the data file's description and the batch's keys, every column but ``resource``
+# (``KEYS_SCHEMA``). ``merge_staged`` plans the merge from the keys alone. When the plan is to
+# insert every upserted row and replace nothing, the staged file is committed as it is, so the
+# rows are never read back or written again; otherwise the batch is read back from the file and
+# merged as ``merge_batch`` does, and the staged file is removed. A staged file nobody commits
+# (a load killed midway) is an orphan, which ``infra.maintenance.remove_orphans`` deletes once
+# no load that may still commit it is running.
+
+KEYS_SCHEMA = pa.schema([schema_field for schema_field in BATCH_SCHEMA
+                         if schema_field.name != "resource"])
+
+
+def stage_rows(table, rows: pa.Table) -> list:
+    """Write ``rows`` (BATCH_SCHEMA, upserts only) as data files of ``table``; commit nothing."""
+    import uuid
+
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+    data = rows.drop_columns(["op"]) if "op" in rows.column_names else rows
+    return list(_dataframe_to_data_files(table_metadata=table.metadata, df=data.cast(BRONZE_SCHEMA),
+                                         io=table.io, write_uuid=uuid.uuid4()))
+
+
+def read_staged(lake, keys: pa.Table, data_files: list) -> pa.Table:
+    """The whole batch (BATCH_SCHEMA) of ``keys``: the upserts' resources read back from the
+    staged files, in the order they were written; deletes carry none."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for data_file in data_files:
+        with lake.fs.open(data_file.file_path, "rb") as handle:
+            parts.append(pq.read_table(handle, columns=["resource"]).column("resource"))
+    upserts = pc.equal(keys.column("op"), "upsert")
+    expected = pc.sum(pc.cast(upserts, pa.int64())).as_py() or 0
+    resources = pa.chunked_array([chunk for part in parts for chunk in part.chunks],
+                                 type=pa.string())
+    if len(resources) != expected:
+        raise ValueError(f"the staged files hold {len(resources)} rows for {expected} upserts")
+    if expected == keys.num_rows:
+        column = resources
+    else:
+        positions = pc.subtract(pc.cumulative_sum(pc.cast(upserts, pa.int64())), 1)
+        column = resources.combine_chunks().take(
+            pc.if_else(upserts, positions, pa.scalar(None, pa.int64())))
+    index = BATCH_SCHEMA.get_field_index("resource")
+    return keys.add_column(index, BATCH_SCHEMA.field("resource"), column) \
+        .select(BATCH_SCHEMA.names)
+
+
+def merge_staged(lake, resource_type: str, keys: pa.Table, data_files: list,
+                 index: LoadIndex | None = None) -> MergeCounts:
+    """Merge a staged batch: ``keys`` (KEYS_SCHEMA, every row of the batch in input order) and
+    the data files holding its upserts. The files are committed as they are when the merge
+    inserts every upsert and replaces nothing; otherwise they are read back, the batch merged as
+    ``merge_batch`` would, and the files removed."""
+    identifier = table_name(resource_type)
+    ids = pc.unique(keys.column("id")).to_pylist()
+    upserts = [position for position, op in enumerate(keys.column("op").to_pylist())
+               if op == "upsert"]
+    state = {"committed": False}
+
+    def change(table) -> MergeCounts:
+        plan = _plan(keys, _stored_keys(table, identifier, ids, index))
+        if not plan.remove and sorted(plan.append) == upserts:
+            if data_files:
+                with table.transaction() as transaction:
+                    with transaction.update_snapshot().fast_append() as append:
+                        for data_file in data_files:
+                            append.append_data_file(data_file)
+                state["committed"] = True
+                if index is not None:
+                    index.committed(identifier, keys.column("id").take(upserts).to_pylist(),
+                                    table)
+        else:
+            _commit_plan(table, identifier, read_staged(lake, keys, data_files), plan, index)
+        return plan.counts
+
+    try:
+        counts = lake.commit(identifier, change)
+    finally:
+        if not state["committed"]:
+            discard_staged(lake, data_files)
+    _log_counts(identifier, counts)
+    return counts
+
+
+def discard_staged(lake, data_files: list) -> None:
+    """Remove staged files that will not be committed."""
+    for data_file in data_files:
+        path = data_file.file_path
+        if lake.fs.exists(path):
+            lake.fs.rm_file(path)
 
 
 def reason_counts(reasons: list[str]) -> dict[str, int]:

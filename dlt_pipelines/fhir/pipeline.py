@@ -12,12 +12,14 @@ load file into its table (``bronze.merge_batch``) in one Iceberg commit.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import datetime as dt
 import itertools
 import logging
 import multiprocessing
 import os
+import time
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -39,6 +42,7 @@ from dlt_pipelines.fhir.sources import (
     source_label,
 )
 from dlt_pipelines.fhir.transform import Outcome, Transformer
+from infra.maintenance import running_load
 from infra.scratch import private_scratch
 
 logger = logging.getLogger(__name__)
@@ -152,16 +156,36 @@ def _entries(piece: Piece) -> Iterator[Entry]:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(values: dict[str, Any]) -> None:
+def _worker_init(values: dict[str, Any], barrier=None) -> None:
     # A failure here is kept and raised by the first task: a pool whose initializer raises
     # restarts its workers forever instead of reporting.
+    _WORKER["barrier"] = barrier
     try:
         from infra.lake import Lake
         from infra.settings import Settings
 
-        _WORKER["lake"] = Lake.open(Settings(values), create=False)
+        lake = _WORKER["lake"] = Lake.open(Settings(values), create=False)
+        _WORKER["batches"] = _Batches(int(lake.settings.get("lake.batch_rows")))
+        _WORKER["tables"] = {}
     except Exception as error:  # noqa: BLE001 - re-raised in run_task
         _WORKER["error"] = error
+
+
+def _worker_lake():
+    if "error" in _WORKER:
+        raise _WORKER["error"]
+    return _WORKER["lake"]
+
+
+@dataclass
+class Staged:
+    """A batch of one resource type whose upserts are written as staged data files: its keys
+    (``bronze.KEYS_SCHEMA``, every row in input order), the files, and the batch's size."""
+
+    resource_type: str
+    keys: pa.Table
+    data_files: list
+    nbytes: int
 
 
 @dataclass
@@ -172,6 +196,76 @@ class TaskResult:
     resources: int
     unresolved: int
     input_bytes: int = 0
+    staged: list[Staged] = field(default_factory=list)
+
+
+class _Batches:
+    """Rows gathered per resource type into batches of about ``STAGE_BYTES`` and at most
+    ``batch_rows`` rows; beyond ``STAGE_BUFFER_BYTES`` in all, the largest is let go early."""
+
+    def __init__(self, batch_rows: int) -> None:
+        self.batch_rows = batch_rows
+        self._tables: dict[str, list[pa.Table]] = defaultdict(list)
+        self._rows: Counter = Counter()
+        self._bytes: Counter = Counter()
+
+    def add(self, kind: str, table: pa.Table) -> list[tuple[str, pa.Table]]:
+        """Take ``table``; returns the batches that are full."""
+        self._tables[kind].append(table)
+        self._rows[kind] += table.num_rows
+        self._bytes[kind] += table.nbytes
+        full = []
+        if self._rows[kind] >= self.batch_rows or self._bytes[kind] >= STAGE_BYTES:
+            full.append(self._pop(kind))
+        while sum(self._bytes.values()) > STAGE_BUFFER_BYTES:
+            full.append(self._pop(max(self._bytes, key=self._bytes.__getitem__)))
+        return full
+
+    def rest(self) -> list[tuple[str, pa.Table]]:
+        return [self._pop(kind) for kind in list(self._tables)]
+
+    def _pop(self, kind: str) -> tuple[str, pa.Table]:
+        del self._rows[kind], self._bytes[kind]
+        return kind, pa.concat_tables(self._tables.pop(kind))
+
+
+def stage_batch(lake, tables: dict[str, Any], kind: str, batch: pa.Table) -> Staged:
+    """Write a batch's upserts as a staged data file of the type's table (commit nothing)."""
+    identifier = bronze.table_name(kind)
+    table = tables.get(identifier)
+    if table is None:
+        table = tables[identifier] = _ensure_table(lake, identifier)
+    upserts = pc.equal(batch.column("op"), "upsert")
+    count = pc.sum(pc.cast(upserts, pa.int64())).as_py() or 0
+    rows = batch if count == batch.num_rows else batch.filter(upserts)
+    files = bronze.stage_rows(table, rows) if count else []
+    return Staged(kind, batch.drop_columns(["resource"]), files, batch.nbytes)
+
+
+def _ensure_table(lake, identifier: str):
+    """The table, created if need be; workers may race to create it, and one of them wins."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(5):
+        try:
+            return lake.ensure_table(identifier, bronze.BRONZE_SCHEMA)
+        except OperationalError:  # the catalog was locked by another writer
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def flush_task(timeout_s: float) -> TaskResult:
+    """A worker's last batches, staged; the worker then waits for the others at the barrier, so
+    each of them takes exactly one of these tasks."""
+    try:
+        lake = _worker_lake()
+        staged = [stage_batch(lake, _WORKER["tables"], kind, batch)
+                  for kind, batch in _WORKER["batches"].rest()]
+    finally:
+        _WORKER["barrier"].wait(timeout_s)
+    return TaskResult({}, [], Counter(), 0, 0, staged=staged)
 
 
 def _seal_record(quarantine_key: bytes, raw: bytes | None) -> str | None:
@@ -188,10 +282,11 @@ def open_quarantined(quarantine_key: bytes, token: str) -> bytes:
 
 
 def run_task(task: Task, load_id: str, loaded_at: dt.datetime, lake=None) -> TaskResult:
-    if lake is None:
-        if "error" in _WORKER:
-            raise _WORKER["error"]
-        lake = _WORKER["lake"]
+    """Transform a task. In a worker (no ``lake`` given) the rows are gathered into the
+    worker's batches, and the full ones are staged: the result carries their keys and files."""
+    in_worker = lake is None
+    if in_worker:
+        lake = _worker_lake()
     transformer = Transformer(lake.patients, index_key=lake.keys.material("index"),
                               source="", load_id=load_id, loaded_at=loaded_at)
     collector = _Collector(lake, load_id, loaded_at)
@@ -200,6 +295,11 @@ def run_task(task: Task, load_id: str, loaded_at: dt.datetime, lake=None) -> Tas
         collector.add(transformer, _entries(piece), transformer.source)
     result = collector.result(transformer)
     result.input_bytes = sum(_piece_bytes(piece) for piece in task.pieces)
+    if in_worker:
+        for kind, table in result.tables.items():
+            for full_kind, batch in _WORKER["batches"].add(kind, table):
+                result.staged.append(stage_batch(lake, _WORKER["tables"], full_kind, batch))
+        result.tables = {}
     return result
 
 
@@ -293,67 +393,218 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
 
 # --- the driver ------------------------------------------------------------------------------
 
-def _results(lake, tasks: list[Task], load_id: str, loaded_at: dt.datetime,
-             workers: int) -> Iterator[TaskResult]:
-    streamed = [task for task in tasks if task.streamed]
-    tasks = [task for task in tasks if not task.streamed]
-    if workers <= 1 or len(tasks) <= 1:
-        for task in streamed:
-            yield from run_streamed(task, load_id, loaded_at, lake)
-        for task in tasks:
-            yield run_task(task, load_id, loaded_at, lake)
+class _Done:
+    """A result computed in this process, shaped like a pool's ``AsyncResult``."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def ready(self) -> bool:
+        return True
+
+    def get(self, timeout: float | None = None) -> Any:
+        return self._value
+
+
+class _Executor:
+    """Where the work runs: a pool of worker processes, or this process when there is none."""
+
+    def __init__(self, lake, pool=None) -> None:
+        self.lake = lake
+        self.pool = pool
+        self.tables: dict[str, Any] = {}  # in this process: tables looked up once a load
+
+    @property
+    def parallel(self) -> bool:
+        return self.pool is not None
+
+    def transform(self, task: Task, load_id: str, loaded_at: dt.datetime):
+        if self.pool is None:
+            return _Done(run_task(task, load_id, loaded_at, self.lake))
+        return self.pool.apply_async(run_task, (task, load_id, loaded_at))
+
+    def stage(self, kind: str, batch: pa.Table):
+        if self.pool is None:
+            return _Done(stage_batch(self.lake, self.tables, kind, batch))
+        return self.pool.apply_async(stage_task, (kind, batch))
+
+    def flush(self) -> list:
+        """The workers' last batches, one flush task per worker."""
+        if self.pool is None:
+            return []
+        return [self.pool.apply_async(flush_task, (FLUSH_TIMEOUT_S,))
+                for _ in range(self.pool._processes)]
+
+
+FLUSH_TIMEOUT_S = 600
+
+
+@contextlib.contextmanager
+def _executor(lake, workers: int, parallel: bool) -> Iterator[_Executor]:
+    if workers <= 1 or not parallel:
+        yield _Executor(lake)
         return
     context = multiprocessing.get_context("spawn")
     # The workers get the resolved settings themselves, not just the environment, so settings
     # given in-process (overrides, a custom environ) hold there too.
     values = lake.settings.with_overrides(**{"lake.data_dir": str(lake.data_dir),
                                              "keys.key_dir": str(lake.settings.key_dir)}).values
+    barrier = context.Barrier(workers)
+    with context.Pool(workers, initializer=_worker_init, initargs=(values, barrier)) as pool:
+        yield _Executor(lake, pool)
+
+
+def stage_task(kind: str, batch: pa.Table) -> Staged:
+    """``stage_batch`` in a worker, for rows transformed in the main process."""
+    return stage_batch(_worker_lake(), _WORKER["tables"], kind, batch)
+
+
+def _results(executor: _Executor, tasks: list[Task], load_id: str,
+             loaded_at: dt.datetime) -> Iterator[TaskResult]:
+    streamed = [task for task in tasks if task.streamed]
+    tasks = [task for task in tasks if not task.streamed]
+    if not executor.parallel:
+        for task in streamed:
+            yield from run_streamed(task, load_id, loaded_at, executor.lake)
+        for task in tasks:
+            yield run_task(task, load_id, loaded_at, executor.lake)
+        return
     # A few tasks per worker are in flight: Pool.imap would read its whole input ahead and keep
     # every finished result until it is consumed, which would hold the input in memory. A new
-    # task goes out as each result comes back, so no worker waits for the others, and the
-    # workers keep going while the main process loads a chunk (``RUN_BYTES``).
-    window = workers * IN_FLIGHT_PER_WORKER
+    # task goes out as each result comes back, so no worker waits for the others.
+    window = executor.pool._processes * IN_FLIGHT_PER_WORKER
     queued = iter(tasks)
-    with context.Pool(workers, initializer=_worker_init, initargs=(values,)) as pool:
-        pending: deque = deque(pool.apply_async(run_task, (task, load_id, loaded_at))
-                               for task in itertools.islice(queued, window))
+    pending: deque = deque(executor.transform(task, load_id, loaded_at)
+                           for task in itertools.islice(queued, window))
 
-        def take() -> TaskResult:
-            """The oldest task's result, with the next task sent in its place."""
-            result = pending.popleft().get()
-            for task in itertools.islice(queued, 1):
-                pending.append(pool.apply_async(run_task, (task, load_id, loaded_at)))
-            return result
+    def take() -> TaskResult:
+        """The oldest task's result, with the next task sent in its place."""
+        result = pending.popleft().get()
+        for task in itertools.islice(queued, 1):
+            pending.append(executor.transform(task, load_id, loaded_at))
+        return result
 
-        # Streamed bundles are read here while the workers take the other tasks; the workers'
-        # finished results are passed on between two parts.
-        for task in streamed:
-            for part in run_streamed(task, load_id, loaded_at, lake):
-                yield part
-                while pending and pending[0].ready():
-                    yield take()
-        while pending:
-            yield take()
+    # Streamed bundles are read here while the workers take the other tasks; the workers'
+    # finished results are passed on between two parts.
+    for task in streamed:
+        for part in run_streamed(task, load_id, loaded_at, executor.lake):
+            yield part
+            while pending and pending[0].ready():
+                yield take()
+    while pending:
+        yield take()
 
 
-BATCH_BYTES = 8 << 20
+STAGE_BYTES = 32 << 20
 FILE_BYTES = 64 << 20
-RUN_BYTES = 128 << 20
+STAGE_BUFFER_BYTES = 192 << 20
+RUN_BYTES = 512 << 20
 MERGE_BYTES = 16 << 20
 IN_FLIGHT_PER_WORKER = 3
+STAGED_TABLE = "staged"
 
 
-def _runs(results: Iterator[TaskResult]) -> Iterator[Iterator[TaskResult]]:
-    """``results`` cut into consecutive runs of about ``RUN_BYTES`` of input each."""
-    upcoming = next(results, None)
+class _Stager:
+    """The transformed rows on their way to dlt as staged batches (``Staged``): what dlt
+    carries, per batch, is a row naming it and holding its keys; the staged data files stay
+    here (``staged``) until the destination merges them.
+
+    The workers stage their own rows. Rows transformed here (the parts of a streamed bundle, or
+    every row when there are no workers) are gathered into batches here and handed to a worker
+    to write. Memory holds those batches (``STAGE_BUFFER_BYTES`` at most) and the keys of
+    batches whose files are being written."""
+
+    def __init__(self, lake, executor: _Executor, report: IngestReport, batch_rows: int) -> None:
+        self.lake = lake
+        self.executor = executor
+        self.report = report
+        self.staged: dict[str, list] = {}  # unit -> its data files, until the destination merges
+        self._batches = _Batches(batch_rows)
+        self._writing: deque = deque()
+        workers = executor.pool._processes if executor.parallel else 1
+        self._in_flight = 2 * workers
+
+    def items(self, results: Iterable[TaskResult], progress=None) -> Iterator[tuple[Any, int]]:
+        """dlt items, each with the bytes of transformed rows it stands for."""
+        for result in results:
+            yield from self._take(result)
+            if progress is not None:
+                progress()
+        for kind, batch in self._batches.rest():
+            self._writing.append(self.executor.stage(kind, batch))
+        self._writing.extend(self.executor.flush())
+        yield from self._ready(drain=True)
+
+    def _take(self, result: TaskResult) -> Iterator[tuple[Any, int]]:
+        import dlt
+
+        report = self.report
+        report.resources += result.resources
+        report.recorded.update(result.recorded)
+        report.unresolved_references += result.unresolved
+        for row in result.quarantine:
+            report.quarantined[row["reason"]] += 1
+        if result.quarantine:
+            yield dlt.mark.with_table_name(
+                pa.Table.from_pylist(result.quarantine, schema=bronze.QUARANTINE_SCHEMA),
+                "quarantine"), 0
+        if result.staged:
+            self._writing.append(_Done(result))
+        for kind, table in result.tables.items():
+            for full_kind, batch in self._batches.add(kind, table):
+                self._writing.append(self.executor.stage(full_kind, batch))
+        yield from self._ready()
+
+    def _ready(self, *, drain: bool = False) -> Iterator[tuple[Any, int]]:
+        """The staged batches whose files are written, in the order they were staged; waiting
+        for the oldest while more than ``_in_flight`` are being written, or for all with
+        ``drain``."""
+        import dlt
+
+        while self._writing and (drain or len(self._writing) > self._in_flight
+                                 or self._writing[0].ready()):
+            done = self._writing.popleft().get()
+            for staged in done.staged if isinstance(done, TaskResult) else [done]:
+                unit = uuid.uuid4().hex
+                self.staged[unit] = staged.data_files
+                row = pa.table({"unit": [unit], "resource_type": [staged.resource_type],
+                                "rows": [staged.keys.num_rows], "keys": [_ipc_bytes(staged.keys)]})
+                yield dlt.mark.with_table_name(row, STAGED_TABLE), staged.nbytes
+
+    def discard(self) -> None:
+        """Remove the staged files nobody merged (a load that failed midway)."""
+        while self._writing:
+            with contextlib.suppress(Exception):
+                done = self._writing.popleft().get(FLUSH_TIMEOUT_S)
+                for staged in done.staged if isinstance(done, TaskResult) else [done]:
+                    bronze.discard_staged(self.lake, staged.data_files)
+        for files in self.staged.values():
+            bronze.discard_staged(self.lake, files)
+        self.staged.clear()
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def _runs(items: Iterator[tuple[Any, int]]) -> Iterator[Iterator[Any]]:
+    """``items`` cut into consecutive runs standing for about ``RUN_BYTES`` of rows each."""
+    upcoming = next(items, None)
     while upcoming is not None:
-        def run(first: TaskResult) -> Iterator[TaskResult]:
+        def run(first: tuple[Any, int]) -> Iterator[Any]:
             nonlocal upcoming
             item, size = first, 0
             while item is not None:
-                yield item
-                size += item.input_bytes
-                item = next(results, None)
+                yield item[0]
+                size += item[1]
+                item = next(items, None)
                 if size >= RUN_BYTES:
                     break
             upcoming = item
@@ -363,38 +614,7 @@ def _runs(results: Iterator[TaskResult]) -> Iterator[Iterator[TaskResult]]:
         yield run(current)
 
 
-def _batches(results: Iterable[TaskResult], report: IngestReport, batch_rows: int,
-             progress) -> Iterator[tuple[str, pa.Table]]:
-    """Arrow batches per resource type, each at most ``batch_rows`` rows or ``BATCH_BYTES``."""
-    import dlt
-
-    pending: dict[str, list[pa.Table]] = defaultdict(list)
-    counts: dict[str, int] = defaultdict(int)
-    sizes: dict[str, int] = defaultdict(int)
-    for result in results:
-        report.resources += result.resources
-        report.recorded.update(result.recorded)
-        report.unresolved_references += result.unresolved
-        for row in result.quarantine:
-            report.quarantined[row["reason"]] += 1
-        if result.quarantine:
-            yield dlt.mark.with_table_name(
-                pa.Table.from_pylist(result.quarantine, schema=bronze.QUARANTINE_SCHEMA),
-                "quarantine")
-        for kind, table in result.tables.items():
-            pending[kind].append(table)
-            counts[kind] += table.num_rows
-            sizes[kind] += table.nbytes
-            if counts[kind] >= batch_rows or sizes[kind] >= BATCH_BYTES:
-                yield dlt.mark.with_table_name(pa.concat_tables(pending.pop(kind)), kind)
-                counts[kind] = sizes[kind] = 0
-        if progress is not None:
-            progress()
-    for kind, tables in pending.items():
-        yield dlt.mark.with_table_name(pa.concat_tables(tables), kind)
-
-
-def _destination(lake, report: IngestReport, batch_rows: int):
+def _destination(lake, report: IngestReport, batch_rows: int, staged: dict[str, list]):
     import dlt
 
     index = bronze.LoadIndex()
@@ -409,8 +629,17 @@ def _destination(lake, report: IngestReport, batch_rows: int):
             lake.append(bronze.QUARANTINE, data.select(bronze.QUARANTINE_SCHEMA.names)
                         .cast(bronze.QUARANTINE_SCHEMA))
             return
-        # A load file is merged a batch at a time, so memory holds one batch, not the file: at
-        # most ``batch_rows`` rows and about MERGE_BYTES (a merge holds a few copies of its batch).
+        if name == STAGED_TABLE:
+            for row in pq.read_table(items).to_pylist():
+                files = staged.get(row["unit"])
+                if files is None:
+                    continue  # merged by an earlier attempt at this load file
+                _count(row["resource_type"], bronze.merge_staged(
+                    lake, row["resource_type"], _from_ipc(row["keys"]), files, index))
+                del staged[row["unit"]]
+            return
+        # Rows from the REST and Bulk Data sources, merged a batch at a time, so memory holds
+        # one batch, not the load file: at most ``batch_rows`` rows and about MERGE_BYTES.
         parquet = pq.ParquetFile(items)
         metadata = parquet.metadata
         row_groups = [metadata.row_group(number) for number in range(metadata.num_row_groups)]
@@ -418,12 +647,12 @@ def _destination(lake, report: IngestReport, batch_rows: int):
                          for row_group in row_groups] + [1])
         rows = max(1, min(batch_rows, MERGE_BYTES // row_bytes))
         for group in parquet.iter_batches(batch_size=rows, columns=bronze.BATCH_SCHEMA.names):
-            _merge(pa.Table.from_batches([group]))
+            batch = pa.Table.from_batches([group]).select(bronze.BATCH_SCHEMA.names) \
+                .cast(bronze.BATCH_SCHEMA)
+            resource_type = batch.column("resource_type")[0].as_py()
+            _count(resource_type, bronze.merge_batch(lake, resource_type, batch, index))
 
-    def _merge(data: pa.Table) -> None:
-        batch = data.select(bronze.BATCH_SCHEMA.names).cast(bronze.BATCH_SCHEMA)
-        resource_type = batch.column("resource_type")[0].as_py()
-        counts = bronze.merge_batch(lake, resource_type, batch, index)
+    def _count(resource_type: str, counts: bronze.MergeCounts) -> None:
         entry = report.per_type.setdefault(resource_type, {
             "loaded": 0, "updated": 0, "deleted": 0, "unchanged": 0, "stale": 0})
         entry["loaded"] += counts.inserted
@@ -483,7 +712,6 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     batch_rows = int(lake.settings.get("lake.batch_rows"))
 
     bar = _progress_bar(len(tasks)) if progress else None
-    results = iter(_results(lake, tasks, load_id, loaded_at, workers))
 
     extra_resources = list(extra_resources)
     if servers or bulk:
@@ -501,24 +729,26 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     # would hold the whole input until the end.
     os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")
     # dlt's own Parquet files live for one run in memory-backed scratch: compressing them costs
-    # the main process about a tenth of the ingest's time, for files read back seconds later.
-    # (The lake's files are compressed by pyiceberg, with zstd.)
+    # the main process time for files read back seconds later. (The lake's files are
+    # compressed by pyiceberg, with zstd.)
     os.environ.setdefault("DATA_WRITER__COMPRESSION", "none")
 
-    with private_scratch("dlt") as scratch:
+    parallel = len(tasks) > 1 or any(task.streamed for task in tasks)
+    with running_load(lake, load_id), _executor(lake, workers, parallel) as executor, \
+            private_scratch("dlt") as scratch:
+        stager = _Stager(lake, executor, report, batch_rows)
         working = scratch / PIPELINE_NAME
         _restore_state(lake, working)
         pipeline = dlt.pipeline(pipeline_name=PIPELINE_NAME, pipelines_dir=str(scratch),
-                                destination=_destination(lake, report, batch_rows))
+                                destination=_destination(lake, report, batch_rows, stager.staged))
+        items = stager.items(_results(executor, tasks, load_id, loaded_at),
+                             bar.advance if bar else None)
         try:
-            # The input goes through dlt in runs of about RUN_BYTES: dlt extracts a whole run
-            # before loading it, so one run bounds its scratch files, and the workers transform
-            # the next run while this one loads.
-            for number, chunk in enumerate(_runs(results) if files else [None]):
+            # dlt extracts a whole run before loading it, so one run (about RUN_BYTES of rows,
+            # which dlt carries as keys and staged-file names) bounds its scratch files.
+            for number, chunk in enumerate(_runs(items) if files else [None]):
                 resources = [] if chunk is None else [
-                    dlt.resource(_batches(chunk, report, batch_rows,
-                                          bar.advance if bar else None),
-                                 name="fhir", max_table_nesting=0)]
+                    dlt.resource(chunk, name="fhir", max_table_nesting=0)]
                 if number == 0:
                     resources += extra_resources
                 if resources:
@@ -531,6 +761,7 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
         finally:
             if bar:
                 bar.close()
+            stager.discard()
         _save_state(lake, working)
 
     lake.audit.append("load", load_id=load_id, files=report.files, bytes=report.bytes,
