@@ -336,7 +336,7 @@ def merge_staged(lake, resource_type: str, keys: pa.Table, data_files: list,
     """Merge a staged batch: ``keys`` (KEYS_SCHEMA, every row of the batch in input order) and
     the data files holding its upserts. The files are committed as they are when the merge
     inserts every upsert and replaces nothing; otherwise they are read back, the batch merged as
-    ``merge_batch`` would, and the files removed."""
+    ``merge_batch`` would, and the files removed once the merge has committed."""
     identifier = table_name(resource_type)
     ids = pc.unique(keys.column("id")).to_pylist()
     upserts = [position for position, op in enumerate(keys.column("op").to_pylist())
@@ -359,11 +359,11 @@ def merge_staged(lake, resource_type: str, keys: pa.Table, data_files: list,
             _commit_plan(table, identifier, read_staged(lake, keys, data_files), plan, index)
         return plan.counts
 
-    try:
-        counts = lake.commit(identifier, change)
-    finally:
-        if not state["committed"]:
-            discard_staged(lake, data_files)
+    counts = lake.commit(identifier, change)
+    if not state["committed"]:
+        discard_staged(lake, data_files)
+    # On an error the files stay: a retry of the merge needs them, and the load removes those
+    # it never merged when it ends.
     _log_counts(identifier, counts)
     return counts
 

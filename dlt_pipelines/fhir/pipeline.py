@@ -1,13 +1,16 @@
 """The ingest: FHIR files (and servers) through dlt into the encrypted bronze Iceberg tables.
 
-Parsing, validation, reference normalization and pseudonymization run in worker processes, one
-file (or one slice of a large NDJSON file) per task, and hand back Arrow tables whose patient data
-is already sealed. A dlt resource yields those tables, in batches of ``lake.batch_rows`` rows per
-resource type, so memory is bounded by a batch and not by the input. dlt's working folder is a
-private scratch folder on memory-backed storage, removed after the load; its state (incremental
-high-water marks) is kept encrypted in the lake between runs. The dlt destination merges each
-load file into its table (``bronze.merge_batch``) in one Iceberg commit.
-"""
+Parsing, validation, reference normalization and pseudonymization run in worker processes, about
+``TASK_BYTES`` of files (or slices of a large NDJSON file) per task. Each worker gathers its rows
+per resource type into batches (``lake.batch_rows`` rows, about ``STAGE_BYTES``) and writes each
+full batch as a staged Iceberg data file of its table, encrypted like every file of the lake,
+committing nothing. What goes through dlt is, per batch, its keys (every column but the resource
+text) and the name of its staged files: dlt's working folder, a private scratch folder on
+memory-backed storage removed after the load, never holds a resource. The dlt destination merges
+each batch (``bronze.merge_staged``): a batch whose rows are all new is committed as the files it
+is, any other is read back and merged. dlt's state (incremental high-water marks) is kept
+encrypted in the lake between runs. Memory is bounded by the batches being gathered, not by the
+input."""
 
 from __future__ import annotations
 
@@ -97,6 +100,7 @@ class Task:
 
 
 TASK_BYTES = 8 << 20
+MIN_PARALLEL_BYTES = 8 << 20
 
 
 def _pieces(files: list[Path]) -> Iterator[tuple[Piece, int]]:
@@ -518,7 +522,8 @@ class _Stager:
         self.lake = lake
         self.executor = executor
         self.report = report
-        self.staged: dict[str, list] = {}  # unit -> its data files, until the destination merges
+        # unit -> its staged data files; None once the destination has merged them
+        self.staged: dict[str, list | None] = {}
         self._batches = _Batches(batch_rows)
         self._writing: deque = deque()
         workers = executor.pool._processes if executor.parallel else 1
@@ -579,7 +584,8 @@ class _Stager:
                 for staged in done.staged if isinstance(done, TaskResult) else [done]:
                     bronze.discard_staged(self.lake, staged.data_files)
         for files in self.staged.values():
-            bronze.discard_staged(self.lake, files)
+            if files is not None:
+                bronze.discard_staged(self.lake, files)
         self.staged.clear()
 
 
@@ -631,12 +637,14 @@ def _destination(lake, report: IngestReport, batch_rows: int, staged: dict[str, 
             return
         if name == STAGED_TABLE:
             for row in pq.read_table(items).to_pylist():
-                files = staged.get(row["unit"])
+                if row["unit"] not in staged:
+                    raise RuntimeError(f"staged batch {row['unit']} is unknown to this load")
+                files = staged[row["unit"]]
                 if files is None:
                     continue  # merged by an earlier attempt at this load file
                 _count(row["resource_type"], bronze.merge_staged(
                     lake, row["resource_type"], _from_ipc(row["keys"]), files, index))
-                del staged[row["unit"]]
+                staged[row["unit"]] = None
             return
         # Rows from the REST and Bulk Data sources, merged a batch at a time, so memory holds
         # one batch, not the load file: at most ``batch_rows`` rows and about MERGE_BYTES.
@@ -707,7 +715,7 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     workers = workers if workers is not None else int(lake.settings.get("ingest.workers") or 0)
     if workers <= 0:
         workers = os.cpu_count() or 1
-    if report.bytes < 8 << 20:
+    if report.bytes < MIN_PARALLEL_BYTES:
         workers = 1  # start-up of worker processes costs more than it saves on small inputs
     batch_rows = int(lake.settings.get("lake.batch_rows"))
 
