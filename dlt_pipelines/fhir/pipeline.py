@@ -343,7 +343,7 @@ class _Collector:
     """Outcomes gathered into one Arrow table per resource type, and the quarantine rows."""
 
     def __init__(self, lake, load_id: str, loaded_at: dt.datetime) -> None:
-        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.rows: dict[str, list[tuple]] = defaultdict(list)
         self.quarantine: list[dict[str, Any]] = []
         self.recorded: Counter = Counter()
         self.resources = 0
@@ -386,12 +386,11 @@ class _Collector:
                           transformer.unresolved_references)
 
 
-def _table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows as a BATCH_SCHEMA table, built a column at a time (``from_pylist`` costs three
-    times as much on rows this wide)."""
+def _table(rows: list[tuple]) -> pa.Table:
+    """Rows (tuples named by ``ROW_FIELDS``) as a BATCH_SCHEMA table, a column at a time."""
     return pa.Table.from_arrays(
-        [pa.array([row[name] for row in rows], type=schema_field.type)
-         for name, schema_field in zip(bronze.BATCH_SCHEMA.names, bronze.BATCH_SCHEMA)],
+        [pa.array(column, type=schema_field.type)
+         for column, schema_field in zip(zip(*rows), bronze.BATCH_SCHEMA)],
         schema=bronze.BATCH_SCHEMA)
 
 

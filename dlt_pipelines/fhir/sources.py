@@ -67,7 +67,7 @@ _BUNDLE_DECODER = msgspec.json.Decoder(_RawBundle)
 _ENTRY_DECODER = msgspec.json.Decoder(_RawEntry)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One record of a source: a resource to load, a request to apply, or a parse failure."""
 

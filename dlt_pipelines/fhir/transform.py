@@ -50,11 +50,11 @@ class Rejected(Exception):
     """A record fails validation; the message is the reason, free of patient data."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     kind: str  # upsert, delete, recorded, quarantine
     resource_type: str | None = None
-    row: dict[str, Any] | None = None
+    row: tuple | None = None  # values named by ROW_FIELDS
     reason: str | None = None
     raw: bytes | None = None
     patient_key: str | None = None
@@ -292,12 +292,16 @@ class Transformer:
 
     def _row(self, resource_type: str, rid: str, version: Any, last_updated: Any,
              patient_key: str | None, body: str | None, original: bytes, *,
-             op: str = "upsert") -> dict[str, Any]:
-        return {"id": rid, "resource_type": resource_type,
-                "version_id": str(version) if version is not None else None,
-                "last_updated": last_updated, "patient_key": patient_key, "source": self.source,
-                "load_id": self.load_id, "loaded_at": self.loaded_at, "resource": body,
-                "content_hash": self.content_hash(original) if original else None, "op": op}
+             op: str = "upsert") -> tuple:
+        """A bronze row, its values in the order of ``ROW_FIELDS`` (``bronze.BATCH_SCHEMA``)."""
+        return (rid, resource_type, str(version) if version is not None else None,
+                last_updated, patient_key, self.source, self.load_id, self.loaded_at, body,
+                self.content_hash(original) if original else None, op)
+
+
+# The names of a row's values, as in ``bronze.BATCH_SCHEMA``.
+ROW_FIELDS = ("id", "resource_type", "version_id", "last_updated", "patient_key", "source",
+              "load_id", "loaded_at", "resource", "content_hash", "op")
 
 
 def _type_of(resource: dict[str, Any]) -> str | None:
