@@ -161,16 +161,25 @@ class FastPath:
         self._transformer = transformer
         self._references: dict[tuple[str, bytes | None], bytes] = {}
         self._targets: dict[str, tuple[str, str] | None] = {}
+        self._begun: dict[str | None, tuple] = {}
+        self._types: set[str] = set()  # resource types whose name passed the checks
 
     def upsert(self, entry: Entry) -> Outcome | None:
         """The entry's outcome, or None when the full walk must decide."""
-        head, body = entry.head, entry.body
-        if head is None or body is None:
+        if entry.head is None or entry.body is None:
             return None
+        row = self.row(entry.body, entry.head, entry.urn_map)
+        return None if row is None else Outcome("upsert", resource_type=row[1], row=row)
+
+    def row(self, body: bytes, head, urn_map: dict[str, str]) -> tuple | None:
+        """The bronze row of a resource to upsert (``body``, its decoded ``head``, and the
+        bundle's urn map), or None when the full walk must decide."""
         resource_type, rid, meta = head.resourceType, head.id, head.meta
-        if not isinstance(resource_type, str) or resource_type in _SLOW_TYPES or \
-                not RESOURCE_TYPE.match(resource_type):
-            return None
+        if resource_type not in self._types:
+            if not isinstance(resource_type, str) or resource_type in _SLOW_TYPES or \
+                    not RESOURCE_TYPE.match(resource_type):
+                return None
+            self._types.add(resource_type)
         if not isinstance(rid, str) or not FHIR_ID.match(rid):
             return None
         if meta is not None and not isinstance(meta, dict):
@@ -184,8 +193,7 @@ class FastPath:
             return None
 
         transformer = self._transformer
-        urn_map = entry.urn_map
-        patient_key, sealer = transformer._protector.begin(self._subject(head, urn_map))
+        patient_key, sealer = self._begin(head, urn_map)
         splices: list[tuple[int, int, bytes]] = []
         unresolved = 0
         for kind, key_start, value_start, value_end in members:
@@ -235,9 +243,8 @@ class FastPath:
             stored = body
         transformer.unresolved_references += unresolved
         version = meta.get("versionId") if meta else None
-        return Outcome("upsert", resource_type=resource_type,
-                       row=transformer._row(resource_type, rid, version, updated_at, patient_key,
-                                            stored.decode(), body))
+        return transformer._row(resource_type, rid, version, updated_at, patient_key,
+                                stored.decode(), body)
 
     def _patient_reference(self, body: bytes, key_start: int,
                            mapped: str) -> tuple[int, int, bytes] | None:
@@ -277,8 +284,26 @@ class FastPath:
 
     def _subject(self, head, urn_map: dict[str, str]) -> str | None:
         """``subject_reference`` of the head, with the targets remembered."""
+        subject = head.subject
+        if type(subject) is dict:  # the common case, first of SUBJECT_FIELDS: answered here
+            reference = subject.get("reference")
+            if type(reference) is str:
+                found = self._target(urn_map.get(reference, reference))
+                if found is not None:
+                    return found[0]
         return first_patient([getattr(head, name) for name in SUBJECT_FIELDS],
                              lambda reference: urn_map.get(reference, reference), self._target)
+
+    def _begin(self, head, urn_map: dict[str, str]) -> tuple:
+        """``Protector.begin`` of the head's subject: its patient key and sealer, remembered."""
+        subject = self._subject(head, urn_map)
+        try:
+            return self._begun[subject]
+        except KeyError:
+            if len(self._begun) >= _CACHE_ENTRIES:
+                self._begun.clear()
+            found = self._begun[subject] = self._transformer._protector.begin(subject)
+            return found
 
     @staticmethod
     def _seal(sealer, encoded: bytes) -> bytes:

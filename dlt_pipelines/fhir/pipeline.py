@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -37,9 +38,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dlt_pipelines.fhir import bronze
 from dlt_pipelines.fhir.sources import (
+    HEAD_DECODER,
     Entry,
     input_files,
+    is_ndjson,
     is_streamed,
+    open_input,
     read_file,
     read_ndjson_line,
     source_label,
@@ -155,6 +159,25 @@ def _entries(piece: Piece) -> Iterator[Entry]:
             yield from read_ndjson_line(line, offset)
 
 
+def _add_piece(collector: _Collector, transformer: Transformer, piece: Piece) -> None:
+    """A piece's outcomes into ``collector``: NDJSON line by line, anything else entry by
+    entry."""
+    path = Path(piece.path)
+    if not is_ndjson(path):
+        collector.add(transformer, _entries(piece), transformer.source)
+    elif piece.end < 0:
+        with open_input(path) as handle:
+            collector.add_lines(transformer, handle, 1, transformer.source)
+    else:
+        with open(path, "rb") as handle:
+            handle.seek(piece.start)
+            blob = handle.read(piece.end - piece.start)
+        collector.add_lines(transformer, blob.splitlines(), piece.first_line, transformer.source)
+
+
+_NO_URNS: dict[str, str] = {}  # NDJSON lines are not in a bundle: no urn map (never written)
+
+
 # --- the worker side -------------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
@@ -248,12 +271,12 @@ def stage_batch(lake, tables: dict[str, Any], kind: str, batch: pa.Table) -> Sta
 
 def _ensure_table(lake, identifier: str):
     """The table, created if need be; workers may race to create it, and one of them wins."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     for attempt in range(5):
         try:
             return lake.ensure_table(identifier, bronze.BRONZE_SCHEMA)
-        except OperationalError:  # the catalog was locked by another writer
+        except (OperationalError, IntegrityError):  # locked, or created by another worker
             if attempt == 4:
                 raise
             time.sleep(0.1 * 2 ** attempt)
@@ -296,7 +319,7 @@ def run_task(task: Task, load_id: str, loaded_at: dt.datetime, lake=None) -> Tas
     collector = _Collector(lake, load_id, loaded_at)
     for piece in task.pieces:
         transformer.source = source_label(Path(piece.path))
-        collector.add(transformer, _entries(piece), transformer.source)
+        _add_piece(collector, transformer, piece)
     result = collector.result(transformer)
     result.input_bytes = sum(_piece_bytes(piece) for piece in task.pieces)
     if in_worker:
@@ -357,28 +380,57 @@ class _Collector:
             limit_bytes: int | None = None) -> None:
         """Take the outcomes of ``entries``; with ``limit_bytes``, stop once the resources
         taken hold that many bytes (the rest of the iterator is left for the next call)."""
-        rows, recorded = self.rows, self.recorded
         for entry in entries:
-            self.count += 1
             if limit_bytes is not None:
                 self.body_bytes += len(entry.body or b"")
-            outcome: Outcome = transformer.outcome(entry)
-            kind = outcome.kind
-            if kind == "upsert" or kind == "delete":
-                rows[outcome.resource_type].append(outcome.row)
-                self.resources += kind == "upsert"
-            elif kind == "recorded":
-                recorded[outcome.reason] += 1
-            else:
-                self.quarantine.append({
-                    "quarantine_id": uuid.uuid4().hex, "source": source,
-                    "locator": entry.locator, "resource_type": outcome.resource_type,
-                    "patient_key": outcome.patient_key, "reason": outcome.reason,
-                    "record": _seal_record(self._key, outcome.raw), "load_id": self._load_id,
-                    "quarantined_at": self._loaded_at, "replayed_load_id": None,
-                })
+            self._take(transformer, entry, source)
             if limit_bytes is not None and self.body_bytes >= limit_bytes:
                 return
+
+    def add_lines(self, transformer: Transformer, lines: Iterable[bytes], first_line: int,
+                  source: str) -> None:
+        """Take NDJSON lines: a line the fast path takes becomes its row at once, without the
+        Entry and Outcome that ``add`` goes through (most of an NDJSON file's lines); any
+        other line goes through ``add``'s way, reasons and all."""
+        rows, fast_row, decode = self.rows, transformer._fast.row, HEAD_DECODER.decode
+        for number, line in enumerate(lines, start=first_line):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                head = decode(line)
+            except msgspec.DecodeError:
+                head = None
+            if head is not None and head.resourceType != "Bundle":
+                row = fast_row(line, head, _NO_URNS)
+                if row is not None:
+                    self.count += 1
+                    self.resources += 1
+                    rows[row[1]].append(row)
+                else:
+                    self._take(transformer, Entry(locator=f"line {number}", body=line,
+                                                  head=head), source)
+                continue
+            for entry in read_ndjson_line(line, number):
+                self._take(transformer, entry, source)
+
+    def _take(self, transformer: Transformer, entry: Entry, source: str) -> None:
+        self.count += 1
+        outcome: Outcome = transformer.outcome(entry)
+        kind = outcome.kind
+        if kind == "upsert" or kind == "delete":
+            self.rows[outcome.resource_type].append(outcome.row)
+            self.resources += kind == "upsert"
+        elif kind == "recorded":
+            self.recorded[outcome.reason] += 1
+        else:
+            self.quarantine.append({
+                "quarantine_id": uuid.uuid4().hex, "source": source,
+                "locator": entry.locator, "resource_type": outcome.resource_type,
+                "patient_key": outcome.patient_key, "reason": outcome.reason,
+                "record": _seal_record(self._key, outcome.raw), "load_id": self._load_id,
+                "quarantined_at": self._loaded_at, "replayed_load_id": None,
+            })
 
     def result(self, transformer: Transformer) -> TaskResult:
         tables = {kind: _table(batch) for kind, batch in self.rows.items()}
@@ -503,7 +555,7 @@ FILE_BYTES = 64 << 20
 STAGE_BUFFER_BYTES = 192 << 20
 RUN_BYTES = 512 << 20
 MERGE_BYTES = 16 << 20
-IN_FLIGHT_PER_WORKER = 3
+IN_FLIGHT_PER_WORKER = 8
 STAGED_TABLE = "staged"
 
 
@@ -741,6 +793,8 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     os.environ.setdefault("DATA_WRITER__COMPRESSION", "none")
 
     parallel = len(tasks) > 1 or any(task.streamed for task in tasks)
+    # The workers create the tables they stage into; their namespace is made here, once.
+    lake.catalog.create_namespace_if_not_exists(bronze.NAMESPACE)
     with running_load(lake, load_id), _executor(lake, workers, parallel) as executor, \
             private_scratch("dlt") as scratch:
         stager = _Stager(lake, executor, report, batch_rows)

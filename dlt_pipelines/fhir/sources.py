@@ -94,7 +94,7 @@ class Entry:
 def source_label(path: Path) -> str:
     """A stable label for a file that does not reveal its name."""
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    kind = "ndjson" if ".ndjson" in path.name or ".jsonl" in path.name else "json"
+    kind = "ndjson" if is_ndjson(path) else "json"
     return f"{kind}:{digest}"
 
 
@@ -119,16 +119,22 @@ def input_files(sources: list[Path]) -> list[Path]:
     return files
 
 
-def _open(path: Path):
+def open_input(path: Path):
+    """A source file opened for reading bytes, gzip decompressed."""
     if path.name.endswith(".gz"):
         return gzip.open(path, "rb")
     return open(path, "rb")  # noqa: SIM115 - caller closes
 
 
+
+def is_ndjson(path: Path) -> bool:
+    return ".ndjson" in path.name or ".jsonl" in path.name  # gzipped or not
+
+
 def is_streamed(path: Path) -> bool:
     """Whether a JSON file is read entry by entry: larger than ``STREAM_BUNDLE_BYTES`` once
     decompressed (gzip's trailer gives that size, modulo 4 GiB)."""
-    if ".ndjson" in path.name or ".jsonl" in path.name:
+    if is_ndjson(path):
         return False
     size = path.stat().st_size
     if path.name.endswith(".gz") and size >= 18:
@@ -139,19 +145,19 @@ def is_streamed(path: Path) -> bool:
 
 
 def read_file(path: Path) -> Iterator[Entry]:
-    if ".ndjson" in path.name or ".jsonl" in path.name:
+    if is_ndjson(path):
         yield from _read_ndjson(path)
         return
     if is_streamed(path):
         yield from _stream_bundle(path)
         return
-    with _open(path) as handle:
+    with open_input(path) as handle:
         blob = handle.read()
     yield from read_json_document(blob, locator_prefix="")
 
 
 def _read_ndjson(path: Path) -> Iterator[Entry]:
-    with _open(path) as handle:
+    with open_input(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -311,7 +317,7 @@ def _stream_bundle(path: Path) -> Iterator[Entry]:
     """A large bundle, entry by entry: a first pass collects fullUrls, a second yields entries."""
     import ijson
 
-    with _open(path) as handle:
+    with open_input(path) as handle:
         bundle_type = None
         mapping: dict[str, str] = {}
         for prefix, event, value in ijson.parse(handle, use_float=False):
@@ -327,7 +333,7 @@ def _stream_bundle(path: Path) -> Iterator[Entry]:
                 rid = value
             elif prefix == "entry.item" and event == "end_map":
                 _add_urn(mapping, full_url, kind, rid)
-    with _open(path) as handle:
+    with open_input(path) as handle:
         for number, entry in enumerate(ijson.items(handle, "entry.item", use_float=False)):
             # ijson gives Decimals already; re-encode through msgspec for one consistent shape.
             text = ENCODER.encode(entry)
