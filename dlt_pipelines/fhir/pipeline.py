@@ -552,8 +552,8 @@ def _results(executor: _Executor, tasks: list[Task], load_id: str,
 
 STAGE_BYTES = 32 << 20
 FILE_BYTES = 64 << 20
-STAGE_BUFFER_BYTES = 192 << 20
-RUN_BYTES = 512 << 20
+STAGE_BUFFER_BYTES = 128 << 20
+RUN_BYTES = 256 << 20
 MERGE_BYTES = 16 << 20
 IN_FLIGHT_PER_WORKER = 8
 STAGED_TABLE = "staged"
@@ -687,7 +687,10 @@ def _destination(lake, report: IngestReport, batch_rows: int, staged: dict[str, 
                         .cast(bronze.QUARANTINE_SCHEMA))
             return
         if name == STAGED_TABLE:
-            for row in pq.read_table(items).to_pylist():
+            # A few batches at a time: each row holds a batch's keys, a megabyte or two.
+            rows = (row for group in pq.ParquetFile(items).iter_batches(batch_size=4)
+                    for row in group.to_pylist())
+            for row in rows:
                 if row["unit"] not in staged:
                     raise RuntimeError(f"staged batch {row['unit']} is unknown to this load")
                 files = staged[row["unit"]]
