@@ -146,25 +146,12 @@ def plan_tasks(files: list[Path]) -> list[Task]:
     return tasks
 
 
-def _entries(piece: Piece) -> Iterator[Entry]:
-    path = Path(piece.path)
-    if piece.end < 0:
-        yield from read_file(path)
-        return
-    with open(path, "rb") as handle:
-        handle.seek(piece.start)
-        blob = handle.read(piece.end - piece.start)
-    for offset, line in enumerate(blob.splitlines(), start=piece.first_line):
-        if line.strip():
-            yield from read_ndjson_line(line, offset)
-
-
 def _add_piece(collector: _Collector, transformer: Transformer, piece: Piece) -> None:
     """A piece's outcomes into ``collector``: NDJSON line by line, anything else entry by
-    entry."""
+    entry (only NDJSON files are cut into slices)."""
     path = Path(piece.path)
     if not is_ndjson(path):
-        collector.add(transformer, _entries(piece), transformer.source)
+        collector.add(transformer, read_file(path), transformer.source)
     elif piece.end < 0:
         with open_input(path) as handle:
             collector.add_lines(transformer, handle, 1, transformer.source)
@@ -283,16 +270,15 @@ def _ensure_table(lake, identifier: str):
     raise AssertionError("unreachable")
 
 
-def flush_task(timeout_s: float) -> TaskResult:
+def flush_task(timeout_s: float) -> list[Staged]:
     """A worker's last batches, staged; the worker then waits for the others at the barrier, so
     each of them takes exactly one of these tasks."""
     try:
         lake = _worker_lake()
-        staged = [stage_batch(lake, _WORKER["tables"], kind, batch)
-                  for kind, batch in _WORKER["batches"].rest()]
+        return [stage_batch(lake, _WORKER["tables"], kind, batch)
+                for kind, batch in _WORKER["batches"].rest()]
     finally:
         _WORKER["barrier"].wait(timeout_s)
-    return TaskResult({}, [], Counter(), 0, 0, staged=staged)
 
 
 def _seal_record(quarantine_key: bytes, raw: bytes | None) -> str | None:
@@ -339,7 +325,7 @@ def run_streamed(task: Task, load_id: str, loaded_at: dt.datetime, lake) -> Iter
     transformer = Transformer(lake.patients, index_key=lake.keys.material("index"),
                               source=source_label(Path(piece.path)), load_id=load_id,
                               loaded_at=loaded_at)
-    entries = _entries(piece)
+    entries = read_file(Path(piece.path))
     while True:
         collector = _Collector(lake, load_id, loaded_at)
         collector.add(transformer, entries, transformer.source, limit_bytes=PART_BYTES)
@@ -464,9 +450,10 @@ class _Done:
 class _Executor:
     """Where the work runs: a pool of worker processes, or this process when there is none."""
 
-    def __init__(self, lake, pool=None) -> None:
+    def __init__(self, lake, pool=None, workers: int = 1) -> None:
         self.lake = lake
         self.pool = pool
+        self.workers = workers
         self.tables: dict[str, Any] = {}  # in this process: tables looked up once a load
 
     @property
@@ -480,7 +467,7 @@ class _Executor:
 
     def stage(self, kind: str, batch: pa.Table):
         if self.pool is None:
-            return _Done(stage_batch(self.lake, self.tables, kind, batch))
+            return _Done([stage_batch(self.lake, self.tables, kind, batch)])
         return self.pool.apply_async(stage_task, (kind, batch))
 
     def flush(self) -> list:
@@ -488,7 +475,7 @@ class _Executor:
         if self.pool is None:
             return []
         return [self.pool.apply_async(flush_task, (FLUSH_TIMEOUT_S,))
-                for _ in range(self.pool._processes)]
+                for _ in range(self.workers)]
 
 
 FLUSH_TIMEOUT_S = 600
@@ -506,12 +493,12 @@ def _executor(lake, workers: int, parallel: bool) -> Iterator[_Executor]:
                                              "keys.key_dir": str(lake.settings.key_dir)}).values
     barrier = context.Barrier(workers)
     with context.Pool(workers, initializer=_worker_init, initargs=(values, barrier)) as pool:
-        yield _Executor(lake, pool)
+        yield _Executor(lake, pool, workers)
 
 
-def stage_task(kind: str, batch: pa.Table) -> Staged:
+def stage_task(kind: str, batch: pa.Table) -> list[Staged]:
     """``stage_batch`` in a worker, for rows transformed in the main process."""
-    return stage_batch(_worker_lake(), _WORKER["tables"], kind, batch)
+    return [stage_batch(_worker_lake(), _WORKER["tables"], kind, batch)]
 
 
 def _results(executor: _Executor, tasks: list[Task], load_id: str,
@@ -527,7 +514,7 @@ def _results(executor: _Executor, tasks: list[Task], load_id: str,
     # A few tasks per worker are in flight: Pool.imap would read its whole input ahead and keep
     # every finished result until it is consumed, which would hold the input in memory. A new
     # task goes out as each result comes back, so no worker waits for the others.
-    window = executor.pool._processes * IN_FLIGHT_PER_WORKER
+    window = executor.workers * IN_FLIGHT_PER_WORKER
     queued = iter(tasks)
     pending: deque = deque(executor.transform(task, load_id, loaded_at)
                            for task in itertools.islice(queued, window))
@@ -577,8 +564,7 @@ class _Stager:
         self.staged: dict[str, list | None] = {}
         self._batches = _Batches(batch_rows)
         self._writing: deque = deque()
-        workers = executor.pool._processes if executor.parallel else 1
-        self._in_flight = 2 * workers
+        self._in_flight = 2 * executor.workers
 
     def items(self, results: Iterable[TaskResult], progress=None) -> Iterator[tuple[Any, int]]:
         """dlt items, each with the bytes of transformed rows it stands for."""
@@ -605,22 +591,22 @@ class _Stager:
                 pa.Table.from_pylist(result.quarantine, schema=bronze.QUARANTINE_SCHEMA),
                 "quarantine"), 0
         if result.staged:
-            self._writing.append(_Done(result))
+            self._writing.append(_Done(result.staged))
         for kind, table in result.tables.items():
             for full_kind, batch in self._batches.add(kind, table):
                 self._writing.append(self.executor.stage(full_kind, batch))
         yield from self._ready()
 
     def _ready(self, *, drain: bool = False) -> Iterator[tuple[Any, int]]:
-        """The staged batches whose files are written, in the order they were staged; waiting
+        """The staged batches whose files are written, in the order they were staged (each
+        handle in ``_writing`` gives a list of ``Staged``); waiting
         for the oldest while more than ``_in_flight`` are being written, or for all with
         ``drain``."""
         import dlt
 
         while self._writing and (drain or len(self._writing) > self._in_flight
                                  or self._writing[0].ready()):
-            done = self._writing.popleft().get()
-            for staged in done.staged if isinstance(done, TaskResult) else [done]:
+            for staged in self._writing.popleft().get():
                 unit = uuid.uuid4().hex
                 self.staged[unit] = staged.data_files
                 row = pa.table({"unit": [unit], "resource_type": [staged.resource_type],
@@ -631,8 +617,7 @@ class _Stager:
         """Remove the staged files nobody merged (a load that failed midway)."""
         while self._writing:
             with contextlib.suppress(Exception):
-                done = self._writing.popleft().get(FLUSH_TIMEOUT_S)
-                for staged in done.staged if isinstance(done, TaskResult) else [done]:
+                for staged in self._writing.popleft().get(FLUSH_TIMEOUT_S):
                     bronze.discard_staged(self.lake, staged.data_files)
         for files in self.staged.values():
             if files is not None:
@@ -671,7 +656,8 @@ def _runs(items: Iterator[tuple[Any, int]]) -> Iterator[Iterator[Any]]:
         yield run(current)
 
 
-def _destination(lake, report: IngestReport, batch_rows: int, staged: dict[str, list]):
+def _destination(lake, report: IngestReport, batch_rows: int,
+                 staged: dict[str, list | None]):
     import dlt
 
     index = bronze.LoadIndex()
@@ -784,8 +770,8 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
         if bulk:
             extra_resources += bulk_resources(lake, load_id=load_id, loaded_at=loaded_at)
 
-    # dlt writes one load file per table unless told to rotate; the destination reads a load file
-    # whole, so files are cut at FILE_BYTES to keep memory bounded by a file, not by the input.
+    # dlt writes one load file per table unless told to rotate: files are cut at FILE_BYTES, so
+    # that none grows with the input.
     os.environ.setdefault("DATA_WRITER__FILE_MAX_BYTES", str(FILE_BYTES))
     # dlt keeps a loaded package's files unless told otherwise: on memory-backed scratch that
     # would hold the whole input until the end.

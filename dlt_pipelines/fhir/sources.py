@@ -126,7 +126,6 @@ def open_input(path: Path):
     return open(path, "rb")  # noqa: SIM115 - caller closes
 
 
-
 def is_ndjson(path: Path) -> bool:
     return ".ndjson" in path.name or ".jsonl" in path.name  # gzipped or not
 
