@@ -161,7 +161,6 @@ class FastPath:
         self._transformer = transformer
         self._references: dict[tuple[str, bytes | None], bytes] = {}
         self._targets: dict[str, tuple[str, str] | None] = {}
-        self._begun: dict[str | None, tuple] = {}
         self._types: set[str] = set()  # resource types whose name passed the checks
 
     def upsert(self, entry: Entry) -> Outcome | None:
@@ -193,7 +192,7 @@ class FastPath:
             return None
 
         transformer = self._transformer
-        patient_key, sealer = self._begin(head, urn_map)
+        patient_key, sealer = transformer._protector.begin(self._subject(head, urn_map))
         splices: list[tuple[int, int, bytes]] = []
         unresolved = 0
         for kind, key_start, value_start, value_end in members:
@@ -293,17 +292,6 @@ class FastPath:
                     return found[0]
         return first_patient([getattr(head, name) for name in SUBJECT_FIELDS],
                              lambda reference: urn_map.get(reference, reference), self._target)
-
-    def _begin(self, head, urn_map: dict[str, str]) -> tuple:
-        """``Protector.begin`` of the head's subject: its patient key and sealer, remembered."""
-        subject = self._subject(head, urn_map)
-        try:
-            return self._begun[subject]
-        except KeyError:
-            if len(self._begun) >= _CACHE_ENTRIES:
-                self._begun.clear()
-            found = self._begun[subject] = self._transformer._protector.begin(subject)
-            return found
 
     @staticmethod
     def _seal(sealer, encoded: bytes) -> bytes:
