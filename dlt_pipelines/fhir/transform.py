@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from dlt_pipelines.fhir.sources import ENCODER, Entry
 from infra.keys.vault import PatientVault, TokenSealer
 from infra.pseudonym import Protector, patient_target
@@ -86,10 +88,14 @@ def _element_check(key: str, value: str, path: list[str]) -> None:
 
 
 def parse_instant(value: str | None) -> dt.datetime | None:
+    """An instant in UTC; ValueError when it is no date (a second 60, the 30th of February) or
+    falls outside the years 1 to 9999 once moved to UTC."""
     if not value:
         return None
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.astimezone(dt.UTC)
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the instant falls outside the years 1 to 9999 in UTC") from None
 
 
 class Normalizer:
@@ -208,7 +214,10 @@ class Transformer:
             fast = self._fast.upsert(entry) if entry.resource is None else None
             if fast is not None:
                 return fast
-            entry.decoded()
+            try:
+                entry.decoded()
+            except msgspec.DecodeError as error:  # a string that is not UTF-8, for one
+                return Outcome("quarantine", reason=f"malformed JSON: {error}", raw=entry.body)
             original = entry.body
         else:
             original = ENCODER.encode(entry.resource)
