@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -146,6 +147,18 @@ class Lake:
 
     def path(self, relative: str) -> str:
         return f"clenc://{relative.strip('/')}"
+
+    def sync(self, paths: list[str]) -> None:
+        """Flush files written without a flush on close (``bronze.staging_io``) to disk."""
+        if self.storage == "plain":
+            for path in paths:
+                descriptor = os.open(path.removeprefix("file://"), os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+        else:
+            self.fs.sync(paths)
 
     # tables -----------------------------------------------------------------------------------
 

@@ -185,9 +185,11 @@ class LoadIndex:
         self._last_commit: dict[str, int | None] = {}
 
     def _positions(self, identifier: str, ids: list[str]) -> np.ndarray:
-        hashes = np.fromiter((hash((identifier, rid)) for rid in ids), dtype=np.int64,
-                             count=len(ids)).view(np.uint64)
+        """The filter's bit positions of each id of the table, one row per multiplier."""
+        hashes = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids)).view(np.uint64)
         with np.errstate(over="ignore"):
+            hashes = (hashes ^ np.uint64(hash(identifier) & (2**64 - 1))) * self._MULTIPLIERS[0]
+            hashes ^= hashes >> np.uint64(31)
             mixed = hashes[None, :] * self._MULTIPLIERS[:, None]
         return (mixed >> np.uint64(64 - 27)).astype(np.int64)
 
@@ -294,15 +296,35 @@ KEYS_SCHEMA = pa.schema([schema_field for schema_field in BATCH_SCHEMA
                          if schema_field.name != "resource"])
 
 
-def stage_rows(table, rows: pa.Table) -> list:
-    """Write ``rows`` (BATCH_SCHEMA, upserts only) as data files of ``table``; commit nothing."""
+def stage_rows(table, rows: pa.Table, io=None) -> list:
+    """Write ``rows`` (BATCH_SCHEMA, upserts only) as data files of ``table``; commit nothing.
+    ``io`` is the FileIO to write them with (``staging_io``), the table's own by default."""
     import uuid
 
     from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
     data = rows.drop_columns(["op"]) if "op" in rows.column_names else rows
     return list(_dataframe_to_data_files(table_metadata=table.metadata, df=data.cast(BRONZE_SCHEMA),
-                                         io=table.io, write_uuid=uuid.uuid4()))
+                                         io=io or table.io, write_uuid=uuid.uuid4()))
+
+
+_STAGING_IO: dict[tuple, Any] = {}
+
+
+def staging_io(table):
+    """A FileIO like the table's whose files are not flushed to disk as they close: a staged
+    file is flushed (``Lake.sync``) by the merge that commits it, in the main process, so the
+    workers never wait on the disk, and a file that is read back and removed never is."""
+    from pyiceberg.io.fsspec import FsspecFileIO
+
+    from infra.crypto.fs import SYNC_PROPERTY
+
+    properties = {**table.io.properties, SYNC_PROPERTY: "false"}
+    key = tuple(sorted(properties.items()))
+    io = _STAGING_IO.get(key)
+    if io is None:
+        io = _STAGING_IO[key] = FsspecFileIO(properties)
+    return io
 
 
 def read_staged(lake, keys: pa.Table, data_files: list) -> pa.Table:
@@ -331,41 +353,73 @@ def read_staged(lake, keys: pa.Table, data_files: list) -> pa.Table:
         .select(BATCH_SCHEMA.names)
 
 
-def merge_staged(lake, resource_type: str, keys: pa.Table, data_files: list,
-                 index: LoadIndex | None = None) -> MergeCounts:
-    """Merge a staged batch: ``keys`` (KEYS_SCHEMA, every row of the batch in input order) and
-    the data files holding its upserts. The files are committed as they are when the merge
-    inserts every upsert and replaces nothing; otherwise they are read back, the batch merged as
-    ``merge_batch`` would, and the files removed once the merge has committed."""
-    identifier = table_name(resource_type)
-    ids = pc.unique(keys.column("id")).to_pylist()
-    upserts = [position for position, op in enumerate(keys.column("op").to_pylist())
-               if op == "upsert"]
-    state = {"committed": False}
+@dataclass
+class StagedBatch:
+    """A staged batch of one resource type: its keys (``KEYS_SCHEMA``, every row of the batch
+    in input order) and the data files holding its upserts."""
 
-    def change(table) -> MergeCounts:
-        plan = _plan(keys, _stored_keys(table, identifier, ids, index))
-        if not plan.remove and sorted(plan.append) == upserts:
-            if data_files:
+    keys: pa.Table
+    data_files: list
+
+
+def merge_staged(lake, resource_type: str, batches: list[StagedBatch],
+                 index: LoadIndex | None = None):
+    """Merge staged batches of one type, in order; yields (how many batches, their counts)
+    after each commit.
+
+    Consecutive batches whose rows are all new, with no id in two of them, are committed
+    together: their files as they are, in one fast append. A batch that updates, deletes or
+    repeats an id is read back and merged as ``merge_batch`` would, alone, and its files are
+    removed once that merge has committed. On an error the files stay: a retry of the merge
+    needs them, and the load removes those it never merged when it ends."""
+    identifier = table_name(resource_type)
+    done = 0
+    while done < len(batches):
+        state: dict[str, Any] = {}
+
+        def change(table, rest: list[StagedBatch] = batches[done:]) -> tuple[int, MergeCounts]:
+            taken, counts, seen, files, appended = 0, MergeCounts(), set(), [], []
+            state.clear()
+            for staged in rest:
+                ids = pc.unique(staged.keys.column("id")).to_pylist()
+                if taken and not seen.isdisjoint(ids):
+                    break  # an id of an earlier batch of the group: merge it after their commit
+                plan = _plan(staged.keys, _stored_keys(table, identifier, ids, index))
+                upserts = _upserts(staged.keys)
+                if plan.remove or sorted(plan.append) != upserts:
+                    if taken:
+                        break
+                    _commit_plan(table, identifier, read_staged(lake, staged.keys,
+                                                                staged.data_files), plan, index)
+                    state["read_back"] = staged
+                    return 1, plan.counts
+                taken += 1
+                counts.add(plan.counts)
+                seen.update(ids)
+                files += staged.data_files
+                appended += staged.keys.column("id").take(upserts).to_pylist()
+            if files:
+                lake.sync([data_file.file_path for data_file in files])
                 with table.transaction() as transaction:
                     with transaction.update_snapshot().fast_append() as append:
-                        for data_file in data_files:
+                        for data_file in files:
                             append.append_data_file(data_file)
-                state["committed"] = True
                 if index is not None:
-                    index.committed(identifier, keys.column("id").take(upserts).to_pylist(),
-                                    table)
-        else:
-            _commit_plan(table, identifier, read_staged(lake, keys, data_files), plan, index)
-        return plan.counts
+                    index.committed(identifier, appended, table)
+            return taken, counts
 
-    counts = lake.commit(identifier, change)
-    if not state["committed"]:
-        discard_staged(lake, data_files)
-    # On an error the files stay: a retry of the merge needs them, and the load removes those
-    # it never merged when it ends.
-    _log_counts(identifier, counts)
-    return counts
+        taken, counts = lake.commit(identifier, change)
+        if "read_back" in state:
+            discard_staged(lake, state["read_back"].data_files)
+        _log_counts(identifier, counts)
+        done += taken
+        yield taken, counts
+
+
+def _upserts(keys: pa.Table) -> list[int]:
+    """The positions of a batch's upserts, in order: what a plan that keeps them all appends."""
+    return [position for position, op in enumerate(keys.column("op").to_pylist())
+            if op == "upsert"]
 
 
 def discard_staged(lake, data_files: list) -> None:

@@ -144,7 +144,7 @@ def _compiled():
     classes += [(name.encode(), 1, 0) for name in DATE_TIME_ELEMENTS
                 if name not in INSTANT_ELEMENTS and name not in DATE_ELEMENTS]
     classes += [(name, 4, kind) for name, kind in _MEMBER_KINDS.items()]
-    _scan.configure(classes)
+    _scan.configure(classes, [(kind.encode(), name) for kind, name in _DATE_BY_TYPE.items()])
     return _scan.scan
 
 
@@ -240,10 +240,13 @@ class FastPath:
             stored = b"".join(parts)
         else:
             stored = body
+        try:
+            text = stored.decode()
+        except UnicodeDecodeError:
+            return None  # the walk's decode names the fault
         transformer.unresolved_references += unresolved
         version = meta.get("versionId") if meta else None
-        return transformer._row(resource_type, rid, version, updated_at, patient_key,
-                                stored.decode(), body)
+        return transformer._row(resource_type, rid, version, updated_at, patient_key, text, body)
 
     def _patient_reference(self, body: bytes, key_start: int,
                            mapped: str) -> tuple[int, int, bytes] | None:
@@ -258,18 +261,27 @@ class FastPath:
         if text is None:
             if len(self._references) >= _CACHE_ENTRIES:
                 self._references.clear()
-            target, history = self._target(mapped)
-            found = self._transformer._patient_sealer(target)
-            if found is None:
+            text = self.reference_text(mapped, display)
+            if text is None:
                 return None
-            pseudonym, sealer = found
-            parts = [b'{"reference":', ENCODER.encode(f"Patient/{pseudonym}{history}")]
-            if display is not None:
-                parts += (b',"display":"', self._seal(sealer, b'"' + display + b'"'), b'"')
-            parts += (_EXTENSION_HEAD, sealer.seal(mapped).encode(), b'"}]}')
-            text = b"".join(parts)
             self._references[cache_key] = text
         return start, whole.end(), text
+
+    def reference_text(self, mapped: str, display: bytes | None) -> bytes | None:
+        """The text of ``{"reference": mapped, "display": display}`` (display as written, or
+        None without one) pseudonymized: the reference to the patient's pseudonym, the display
+        sealed, the original reference sealed in an extension. None when the reference names no
+        patient the transformer can seal for."""
+        target, history = self._target(mapped)
+        found = self._transformer._patient_sealer(target)
+        if found is None:
+            return None
+        pseudonym, sealer = found
+        parts = [b'{"reference":', ENCODER.encode(f"Patient/{pseudonym}{history}")]
+        if display is not None:
+            parts += (b',"display":"', self._seal(sealer, b'"' + display + b'"'), b'"')
+        parts += (_EXTENSION_HEAD, sealer.seal(mapped).encode(), b'"}]}')
+        return b"".join(parts)
 
     def _target(self, reference: str) -> tuple[str, str] | None:
         """``patient_target``, remembered: a task's resources name the same patients again."""

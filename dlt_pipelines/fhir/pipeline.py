@@ -18,6 +18,7 @@ import base64
 import contextlib
 import ctypes
 import datetime as dt
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -37,14 +38,18 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dlt_pipelines.fhir import bronze
+from dlt_pipelines.fhir.rows import new_rows
 from dlt_pipelines.fhir.sources import (
     HEAD_DECODER,
     Entry,
+    bundle_entry,
     input_files,
     is_ndjson,
     is_streamed,
     open_input,
+    read_bundle,
     read_file,
+    read_json_document,
     read_ndjson_line,
     source_label,
 )
@@ -107,12 +112,13 @@ TASK_BYTES = 8 << 20
 MIN_PARALLEL_BYTES = 8 << 20
 
 
-def _pieces(files: list[Path]) -> Iterator[tuple[Piece, int]]:
-    """Each file whole, except large plain NDJSON files, cut into slices at line boundaries."""
+def _pieces(files: list[Path]) -> Iterator[tuple[Piece, int, bool]]:
+    """Each file whole, except large plain NDJSON files, cut into slices at line boundaries;
+    with its size and whether it is a bundle to stream."""
     for path in files:
         size = path.stat().st_size
-        if ".ndjson" not in path.name or path.name.endswith(".gz") or size <= SLICE_BYTES:
-            yield Piece(str(path)), size
+        if not is_ndjson(path) or path.name.endswith(".gz") or size <= SLICE_BYTES:
+            yield Piece(str(path)), size, is_streamed(path, size)
             continue
         with open(path, "rb") as handle:
             start, line = 0, 1
@@ -122,7 +128,7 @@ def _pieces(files: list[Path]) -> Iterator[tuple[Piece, int]]:
                 end = min(handle.tell(), size)
                 handle.seek(start)
                 lines = handle.read(end - start).count(b"\n")
-                yield Piece(str(path), start, end, line), end - start
+                yield Piece(str(path), start, end, line), end - start, False
                 start, line = end, line + lines
 
 
@@ -132,8 +138,8 @@ def plan_tasks(files: list[Path]) -> list[Task]:
     tasks: list[Task] = []
     batch: list[Piece] = []
     size = 0
-    for piece, length in _pieces(files):
-        if is_streamed(Path(piece.path)):
+    for piece, length, streamed in _pieces(files):
+        if streamed:
             tasks.append(Task((piece,), streamed=True))
             continue
         if batch and size + length > TASK_BYTES:
@@ -146,20 +152,26 @@ def plan_tasks(files: list[Path]) -> list[Task]:
     return tasks
 
 
-def _add_piece(collector: _Collector, transformer: Transformer, piece: Piece) -> None:
+def _add_piece(collector: _Collector, piece: Piece) -> None:
     """A piece's outcomes into ``collector``: NDJSON line by line, anything else entry by
     entry (only NDJSON files are cut into slices)."""
     path = Path(piece.path)
+    source = source_label(path)
     if not is_ndjson(path):
-        collector.add(transformer, read_file(path), transformer.source)
-    elif piece.end < 0:
-        with open_input(path) as handle:
-            collector.add_lines(transformer, handle, 1, transformer.source)
+        with open_input(path) as handle:  # a task's JSON file is never one to stream
+            collector.add_document(handle.read(), source)
+        return
+    if piece.end < 0 and (path.name.endswith(".gz") or path.stat().st_size > SLICE_BYTES):
+        with open_input(path) as handle:  # a file that was not sliced: line by line
+            collector.add_lines(handle, 1, source)
+        return
+    if piece.end < 0:
+        blob = path.read_bytes()
     else:
         with open(path, "rb") as handle:
             handle.seek(piece.start)
             blob = handle.read(piece.end - piece.start)
-        collector.add_lines(transformer, blob.splitlines(), piece.first_line, transformer.source)
+    collector.add_lines(blob.split(b"\n"), piece.first_line, source)
 
 
 _NO_URNS: dict[str, str] = {}  # NDJSON lines are not in a bundle: no urn map (never written)
@@ -181,8 +193,11 @@ def _worker_init(values: dict[str, Any], barrier=None) -> None:
         lake = _WORKER["lake"] = Lake.open(Settings(values), create=False)
         _WORKER["batches"] = _Batches(int(lake.settings.get("lake.batch_rows")))
         _WORKER["tables"] = {}
+        import pyiceberg.io.pyarrow  # noqa: F401 - the staging writer, loaded before the first task
     except Exception as error:  # noqa: BLE001 - re-raised in run_task
         _WORKER["error"] = error
+    # What is loaded now lives as long as the worker: the collector need not walk it again.
+    gc.freeze()
 
 
 def _worker_lake():
@@ -252,7 +267,7 @@ def stage_batch(lake, tables: dict[str, Any], kind: str, batch: pa.Table) -> Sta
     upserts = pc.equal(batch.column("op"), "upsert")
     count = pc.sum(pc.cast(upserts, pa.int64())).as_py() or 0
     rows = batch if count == batch.num_rows else batch.filter(upserts)
-    files = bronze.stage_rows(table, rows) if count else []
+    files = bronze.stage_rows(table, rows, bronze.staging_io(table)) if count else []
     return Staged(kind, batch.drop_columns(["resource"]), files, batch.nbytes)
 
 
@@ -302,11 +317,10 @@ def run_task(task: Task, load_id: str, loaded_at: dt.datetime, lake=None) -> Tas
         lake = _worker_lake()
     transformer = Transformer(lake.patients, index_key=lake.keys.material("index"),
                               source="", load_id=load_id, loaded_at=loaded_at)
-    collector = _Collector(lake, load_id, loaded_at)
+    collector = _Collector(lake, transformer)
     for piece in task.pieces:
-        transformer.source = source_label(Path(piece.path))
-        _add_piece(collector, transformer, piece)
-    result = collector.result(transformer)
+        _add_piece(collector, piece)
+    result = collector.result()
     result.input_bytes = sum(_piece_bytes(piece) for piece in task.pieces)
     if in_worker:
         for kind, table in result.tables.items():
@@ -327,11 +341,11 @@ def run_streamed(task: Task, load_id: str, loaded_at: dt.datetime, lake) -> Iter
                               loaded_at=loaded_at)
     entries = read_file(Path(piece.path))
     while True:
-        collector = _Collector(lake, load_id, loaded_at)
-        collector.add(transformer, entries, transformer.source, limit_bytes=PART_BYTES)
+        collector = _Collector(lake, transformer)
+        collector.add(entries, transformer.source, limit_bytes=PART_BYTES)
         if not collector.count:
             return
-        result = collector.result(transformer)
+        result = collector.result()
         transformer.unresolved_references = 0
         result.input_bytes = collector.body_bytes
         yield result
@@ -341,71 +355,100 @@ def _piece_bytes(piece: Piece) -> int:
     return piece.end - piece.start if piece.end >= 0 else os.path.getsize(piece.path)
 
 
-def _collect(transformer: Transformer, entries: Iterable[Entry], lake, source: str,
-             load_id: str, loaded_at: dt.datetime) -> TaskResult:
-    collector = _Collector(lake, load_id, loaded_at)
-    collector.add(transformer, entries, source)
-    return collector.result(transformer)
+def _collect(transformer: Transformer, entries: Iterable[Entry], lake, source: str) -> TaskResult:
+    collector = _Collector(lake, transformer)
+    collector.add(entries, source)
+    return collector.result()
+
+
+_NOT_UPSERTS = frozenset({"GET", "HEAD", "PATCH", "DELETE"})
 
 
 class _Collector:
-    """Outcomes gathered into one Arrow table per resource type, and the quarantine rows."""
+    """Outcomes gathered into one Arrow table per resource type (``rows.new_rows``), and the
+    quarantine rows."""
 
-    def __init__(self, lake, load_id: str, loaded_at: dt.datetime) -> None:
-        self.rows: dict[str, list[tuple]] = defaultdict(list)
+    def __init__(self, lake, transformer: Transformer) -> None:
+        self.transformer = transformer
+        self.rows = new_rows(transformer)
         self.quarantine: list[dict[str, Any]] = []
         self.recorded: Counter = Counter()
         self.resources = 0
         self.count = 0
         self.body_bytes = 0
         self._key = lake.keys.material("quarantine")
-        self._load_id = load_id
-        self._loaded_at = loaded_at
 
-    def add(self, transformer: Transformer, entries: Iterable[Entry], source: str, *,
+    def add(self, entries: Iterable[Entry], source: str, *,
             limit_bytes: int | None = None) -> None:
         """Take the outcomes of ``entries``; with ``limit_bytes``, stop once the resources
         taken hold that many bytes (the rest of the iterator is left for the next call)."""
+        self.transformer.source = self.rows.source = source
         for entry in entries:
             if limit_bytes is not None:
                 self.body_bytes += len(entry.body or b"")
-            self._take(transformer, entry, source)
+            self._take(entry, source)
             if limit_bytes is not None and self.body_bytes >= limit_bytes:
                 return
 
-    def add_lines(self, transformer: Transformer, lines: Iterable[bytes], first_line: int,
-                  source: str) -> None:
-        """Take NDJSON lines: a line the fast path takes becomes its row at once, without the
-        Entry and Outcome that ``add`` goes through (most of an NDJSON file's lines); any
-        other line goes through ``add``'s way, reasons and all."""
-        rows, fast_row, decode = self.rows, transformer._fast.row, HEAD_DECODER.decode
+    def add_document(self, blob: bytes, source: str) -> None:
+        """Take a JSON file: a bundle's entries as ``read_bundle`` finds them (an entry the fast
+        path takes becomes its row without an Entry), anything else as ``read_json_document``
+        reads it."""
+        found = read_bundle(blob)
+        if found is None:
+            self.add(read_json_document(blob, locator_prefix=""), source)
+            return
+        self.transformer.source = self.rows.source = source
+        bundle_type, text, entries, mapping = found
+        add = self.rows.add
+        for number, entry in enumerate(entries):
+            start, end, method = entry[1], entry[2], entry[5]
+            if start >= 0 and (method is None or method.upper() not in _NOT_UPSERTS) and \
+                    add(text[start:end], mapping):
+                self.count += 1
+                self.resources += 1
+                continue
+            self._take(bundle_entry(text, number, entry, bundle_type, mapping), source,
+                       tried=True)
+
+    def add_lines(self, lines: Iterable[bytes], first_line: int, source: str) -> None:
+        """Take NDJSON lines: a line the fast path takes becomes its row at once, without an
+        Entry or Outcome (most of an NDJSON file's lines); any other line goes through
+        ``add``'s way, reasons and all."""
+        self.transformer.source = self.rows.source = source
+        add = self.rows.add
         for number, line in enumerate(lines, start=first_line):
             line = line.strip()
             if not line:
                 continue
+            if add(line, _NO_URNS):
+                self.count += 1
+                self.resources += 1
+                continue
             try:
-                head = decode(line)
+                head = HEAD_DECODER.decode(line)
             except msgspec.DecodeError:
                 head = None
             if head is not None and head.resourceType != "Bundle":
-                row = fast_row(line, head, _NO_URNS)
-                if row is not None:
-                    self.count += 1
-                    self.resources += 1
-                    rows[row[1]].append(row)
-                else:
-                    self._take(transformer, Entry(locator=f"line {number}", body=line,
-                                                  head=head), source)
+                self._take(Entry(locator=f"line {number}", body=line, head=head), source,
+                           tried=True)
                 continue
             for entry in read_ndjson_line(line, number):
-                self._take(transformer, entry, source)
+                self._take(entry, source)
 
-    def _take(self, transformer: Transformer, entry: Entry, source: str) -> None:
+    def _take(self, entry: Entry, source: str, *, tried: bool = False) -> None:
+        """One entry's outcome; the fast path first, unless it has ``tried`` this body."""
         self.count += 1
-        outcome: Outcome = transformer.outcome(entry)
+        if not tried and entry.body is not None and entry.resource is None and \
+                entry.error is None and (entry.method is None or
+                                         entry.method.upper() not in _NOT_UPSERTS) and \
+                self.rows.add(entry.body, entry.urn_map):
+            self.resources += 1
+            return
+        outcome: Outcome = self.transformer.outcome(entry)
         kind = outcome.kind
         if kind == "upsert" or kind == "delete":
-            self.rows[outcome.resource_type].append(outcome.row)
+            self.rows.append_row(outcome.row)
             self.resources += kind == "upsert"
         elif kind == "recorded":
             self.recorded[outcome.reason] += 1
@@ -414,22 +457,14 @@ class _Collector:
                 "quarantine_id": uuid.uuid4().hex, "source": source,
                 "locator": entry.locator, "resource_type": outcome.resource_type,
                 "patient_key": outcome.patient_key, "reason": outcome.reason,
-                "record": _seal_record(self._key, outcome.raw), "load_id": self._load_id,
-                "quarantined_at": self._loaded_at, "replayed_load_id": None,
+                "record": _seal_record(self._key, outcome.raw),
+                "load_id": self.transformer.load_id,
+                "quarantined_at": self.transformer.loaded_at, "replayed_load_id": None,
             })
 
-    def result(self, transformer: Transformer) -> TaskResult:
-        tables = {kind: _table(batch) for kind, batch in self.rows.items()}
-        return TaskResult(tables, self.quarantine, self.recorded, self.resources,
-                          transformer.unresolved_references)
-
-
-def _table(rows: list[tuple]) -> pa.Table:
-    """Rows (tuples named by ``ROW_FIELDS``) as a BATCH_SCHEMA table, a column at a time."""
-    return pa.Table.from_arrays(
-        [pa.array(column, type=schema_field.type)
-         for column, schema_field in zip(zip(*rows), bronze.BATCH_SCHEMA)],
-        schema=bronze.BATCH_SCHEMA)
+    def result(self) -> TaskResult:
+        return TaskResult(self.rows.tables(), self.quarantine, self.recorded, self.resources,
+                          self.transformer.unresolved_references + self.rows.unresolved)
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -492,8 +527,25 @@ def _executor(lake, workers: int, parallel: bool) -> Iterator[_Executor]:
     values = lake.settings.with_overrides(**{"lake.data_dir": str(lake.data_dir),
                                              "keys.key_dir": str(lake.settings.key_dir)}).values
     barrier = context.Barrier(workers)
-    with context.Pool(workers, initializer=_worker_init, initargs=(values, barrier)) as pool:
+    with _worker_environment():  # the workers start here
+        pool = context.Pool(workers, initializer=_worker_init, initargs=(values, barrier))
+    with pool:
         yield _Executor(lake, pool, workers)
+
+
+@contextlib.contextmanager
+def _worker_environment() -> Iterator[None]:
+    """The environment the workers start with: OpenBLAS, which numpy loads, keeps threads of
+    its own spinning on the cores the workers need, and they never multiply matrices."""
+    before = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = before
 
 
 def stage_task(kind: str, batch: pa.Table) -> list[Staged]:
@@ -542,7 +594,7 @@ FILE_BYTES = 64 << 20
 STAGE_BUFFER_BYTES = 128 << 20
 RUN_BYTES = 256 << 20
 MERGE_BYTES = 16 << 20
-IN_FLIGHT_PER_WORKER = 8
+IN_FLIGHT_PER_WORKER = 32
 STAGED_TABLE = "staged"
 
 
@@ -560,8 +612,8 @@ class _Stager:
         self.lake = lake
         self.executor = executor
         self.report = report
-        # unit -> its staged data files; None once the destination has merged them
-        self.staged: dict[str, list | None] = {}
+        # unit -> its keys and staged data files; None once the destination has merged them
+        self.staged: dict[str, bronze.StagedBatch | None] = {}
         self._batches = _Batches(batch_rows)
         self._writing: deque = deque()
         self._in_flight = 2 * executor.workers
@@ -608,9 +660,9 @@ class _Stager:
                                  or self._writing[0].ready()):
             for staged in self._writing.popleft().get():
                 unit = uuid.uuid4().hex
-                self.staged[unit] = staged.data_files
+                self.staged[unit] = bronze.StagedBatch(staged.keys, staged.data_files)
                 row = pa.table({"unit": [unit], "resource_type": [staged.resource_type],
-                                "rows": [staged.keys.num_rows], "keys": [_ipc_bytes(staged.keys)]})
+                                "rows": [staged.keys.num_rows]})
                 yield dlt.mark.with_table_name(row, STAGED_TABLE), staged.nbytes
 
     def discard(self) -> None:
@@ -619,21 +671,10 @@ class _Stager:
             with contextlib.suppress(Exception):
                 for staged in self._writing.popleft().get(FLUSH_TIMEOUT_S):
                     bronze.discard_staged(self.lake, staged.data_files)
-        for files in self.staged.values():
-            if files is not None:
-                bronze.discard_staged(self.lake, files)
+        for batch in self.staged.values():
+            if batch is not None:
+                bronze.discard_staged(self.lake, batch.data_files)
         self.staged.clear()
-
-
-def _ipc_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
 def _runs(items: Iterator[tuple[Any, int]]) -> Iterator[Iterator[Any]]:
@@ -657,7 +698,7 @@ def _runs(items: Iterator[tuple[Any, int]]) -> Iterator[Iterator[Any]]:
 
 
 def _destination(lake, report: IngestReport, batch_rows: int,
-                 staged: dict[str, list | None]):
+                 staged: dict[str, bronze.StagedBatch | None]):
     import dlt
 
     index = bronze.LoadIndex()
@@ -673,18 +714,21 @@ def _destination(lake, report: IngestReport, batch_rows: int,
                         .cast(bronze.QUARANTINE_SCHEMA))
             return
         if name == STAGED_TABLE:
-            # A few batches at a time: each row holds a batch's keys, a megabyte or two.
-            rows = (row for group in pq.ParquetFile(items).iter_batches(batch_size=4)
-                    for row in group.to_pylist())
-            for row in rows:
+            # A row names a staged batch; its keys and files are in ``staged``. The batches of
+            # one type are merged in order, consecutive new ones in one commit.
+            units: dict[str, list[str]] = {}
+            for row in pq.read_table(items, columns=["unit", "resource_type"]).to_pylist():
                 if row["unit"] not in staged:
                     raise RuntimeError(f"staged batch {row['unit']} is unknown to this load")
-                files = staged[row["unit"]]
-                if files is None:
-                    continue  # merged by an earlier attempt at this load file
-                _count(row["resource_type"], bronze.merge_staged(
-                    lake, row["resource_type"], _from_ipc(row["keys"]), files, index))
-                staged[row["unit"]] = None
+                if staged[row["unit"]] is not None:  # else merged by an earlier attempt
+                    units.setdefault(row["resource_type"], []).append(row["unit"])
+            for resource_type, names in units.items():
+                merged = iter(names)
+                for taken, counts in bronze.merge_staged(
+                        lake, resource_type, [staged[name] for name in names], index):
+                    for name in itertools.islice(merged, taken):
+                        staged[name] = None
+                    _count(resource_type, counts)
             return
         # Rows from the REST and Bulk Data sources, merged a batch at a time, so memory holds
         # one batch, not the load file: at most ``batch_rows`` rows and about MERGE_BYTES.
@@ -744,8 +788,6 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
            extra_resources: Iterable[Any] = ()) -> IngestReport:
     """Load FHIR files and folders, FHIR servers (REST search, incremental) and a Bulk Data
     export into the bronze tables; returns the counts of the load."""
-    import dlt
-
     files = input_files([Path(source) for source in sources]) if sources else []
     tasks = plan_tasks(files)
     load_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -758,17 +800,6 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     if report.bytes < MIN_PARALLEL_BYTES:
         workers = 1  # start-up of worker processes costs more than it saves on small inputs
     batch_rows = int(lake.settings.get("lake.batch_rows"))
-
-    bar = _progress_bar(len(tasks)) if progress else None
-
-    extra_resources = list(extra_resources)
-    if servers or bulk:
-        from dlt_pipelines.fhir.rest_ingest import bulk_resources, server_resources
-
-        if servers:
-            extra_resources += server_resources(lake, servers, load_id=load_id, loaded_at=loaded_at)
-        if bulk:
-            extra_resources += bulk_resources(lake, load_id=load_id, loaded_at=loaded_at)
 
     # dlt writes one load file per table unless told to rotate: files are cut at FILE_BYTES, so
     # that none grows with the input.
@@ -784,8 +815,21 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     parallel = len(tasks) > 1 or any(task.streamed for task in tasks)
     # The workers create the tables they stage into; their namespace is made here, once.
     lake.catalog.create_namespace_if_not_exists(bronze.NAMESPACE)
+    # The workers start first: they import their libraries while this process sets dlt up.
     with running_load(lake, load_id), _executor(lake, workers, parallel) as executor, \
             private_scratch("dlt") as scratch:
+        import dlt
+
+        extra_resources = list(extra_resources)
+        if servers or bulk:
+            from dlt_pipelines.fhir.rest_ingest import bulk_resources, server_resources
+
+            if servers:
+                extra_resources += server_resources(lake, servers, load_id=load_id,
+                                                    loaded_at=loaded_at)
+            if bulk:
+                extra_resources += bulk_resources(lake, load_id=load_id, loaded_at=loaded_at)
+        bar = _progress_bar(len(tasks)) if progress else None
         stager = _Stager(lake, executor, report, batch_rows)
         working = scratch / PIPELINE_NAME
         _restore_state(lake, working)
@@ -794,8 +838,9 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
         items = stager.items(_results(executor, tasks, load_id, loaded_at),
                              bar.advance if bar else None)
         try:
-            # dlt extracts a whole run before loading it, so one run (about RUN_BYTES of rows,
-            # which dlt carries as keys and staged-file names) bounds its scratch files.
+            # dlt extracts a whole run before loading it: a run stands for about RUN_BYTES of
+            # rows (dlt carries a row naming each staged batch), and its merges wait for its
+            # extraction, while the workers go on with the next run.
             for number, chunk in enumerate(_runs(items) if files else [None]):
                 resources = [] if chunk is None else [
                     dlt.resource(chunk, name="fhir", max_table_nesting=0)]

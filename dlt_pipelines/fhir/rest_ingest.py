@@ -88,8 +88,7 @@ def _to_bronze(lake: Any, *, source_label: str, load_id: str, loaded_at: dt.date
                                   source=source_label, load_id=load_id, loaded_at=loaded_at)
         prefix = f"{page['resource_type']} page {page['page_number']} "
         entries = read_json_document(page["body"], locator_prefix=prefix)
-        yield from _tables(_collect(transformer, entries, lake, source_label, load_id,
-                                    loaded_at))
+        yield from _tables(_collect(transformer, entries, lake, source_label))
 
     return to_bronze
 
@@ -139,12 +138,10 @@ def bulk_resources(
                 continue  # counted by issue code in the report; not a resource to load
             batch.append(record)
             if len(batch) >= BULK_BATCH_LINES:
-                yield from _tables(_collect(transformer, _entries(batch), lake, source_label,
-                                            load_id, loaded_at))
+                yield from _tables(_collect(transformer, _entries(batch), lake, source_label))
                 batch = []
         if batch:
-            yield from _tables(_collect(transformer, _entries(batch), lake, source_label,
-                                        load_id, loaded_at))
+            yield from _tables(_collect(transformer, _entries(batch), lake, source_label))
         state["since"] = report.transaction_time
 
     return [export]

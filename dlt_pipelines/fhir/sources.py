@@ -15,10 +15,12 @@ whole resource only when its fast path cannot decide (see ``fastpath``).
 from __future__ import annotations
 
 import decimal
+import functools
 import gzip
 import hashlib
 import io
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,10 +94,36 @@ class Entry:
 
 
 def source_label(path: Path) -> str:
-    """A stable label for a file that does not reveal its name."""
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    """A stable label for a file that does not reveal its name: a digest of its real path."""
+    if os.path.islink(path):
+        real = os.path.realpath(path)
+    else:  # the folder's real path, looked up once for all its files
+        folder, name = os.path.split(os.path.abspath(path))
+        real = os.path.join(_real_folder(folder), name)
+    digest = hashlib.sha256(real.encode()).hexdigest()[:16]
     kind = "ndjson" if is_ndjson(path) else "json"
     return f"{kind}:{digest}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+def _walk(folder: Path) -> list[Path]:
+    """The FHIR files under ``folder``, in the order of sorted paths (as ``sorted(rglob)``
+    gives them: by path components); linked folders are not entered, linked files are read."""
+    found: list[str] = []
+    pending = [str(folder)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.name.endswith(FILE_SUFFIXES) and entry.is_file():
+                    found.append(entry.path)
+    found.sort(key=lambda text: text.split(os.sep))
+    return [Path(text) for text in found]
 
 
 def input_files(sources: list[Path]) -> list[Path]:
@@ -103,8 +131,7 @@ def input_files(sources: list[Path]) -> list[Path]:
     for source in sources:
         source = Path(source)
         if source.is_dir():
-            found = sorted(path for path in source.rglob("*")
-                           if path.is_file() and path.name.endswith(FILE_SUFFIXES))
+            found = _walk(source)
             if not found:
                 raise InputError(f"source folder {source} holds no .json or .ndjson files")
             files.extend(found)
@@ -130,12 +157,13 @@ def is_ndjson(path: Path) -> bool:
     return ".ndjson" in path.name or ".jsonl" in path.name  # gzipped or not
 
 
-def is_streamed(path: Path) -> bool:
+def is_streamed(path: Path, size: int | None = None) -> bool:
     """Whether a JSON file is read entry by entry: larger than ``STREAM_BUNDLE_BYTES`` once
-    decompressed (gzip's trailer gives that size, modulo 4 GiB)."""
+    decompressed (gzip's trailer gives that size, modulo 4 GiB). ``size`` is the file's size,
+    when the caller has it."""
     if is_ndjson(path):
         return False
-    size = path.stat().st_size
+    size = path.stat().st_size if size is None else size
     if path.name.endswith(".gz") and size >= 18:
         with open(path, "rb") as handle:
             handle.seek(-4, io.SEEK_END)
@@ -275,8 +303,54 @@ def _entry_fields(full_url: Any, request: Any, response: Any) -> dict[str, Any]:
     request = request if isinstance(request, dict) else {}
     response = response if isinstance(response, dict) else {}
     return {"full_url": full_url if isinstance(full_url, str) else None,
-            "method": request.get("method") or None, "request_url": request.get("url"),
-            "last_modified": response.get("lastModified")}
+            "method": _text(request.get("method")), "request_url": _text(request.get("url")),
+            "last_modified": _text(response.get("lastModified"))}
+
+
+try:  # the compiled pass over a bundle (``_scan.c``), where the install built it
+    from dlt_pipelines.fhir._scan import bundle as _compiled_bundle
+except ImportError:
+    _compiled_bundle = None
+
+
+def read_bundle(blob: bytes) -> tuple[str | None, bytes, list[tuple], dict[str, str]] | None:
+    """A bundle's entries as the compiled pass reads them, without decoding a resource:
+    (bundle type, the bundle's text without whitespace, entries, the urn map). An entry is
+    (full_url, start, end, resource_type, id, method, url, last_modified), its resource being
+    ``text[start:end]`` (start -1 without one); its members as ``_entry_fields`` reads them.
+    None when the extension is not built or the document is not a bundle of that plain shape
+    (escapes in those members, a resource that is not an object, text that is not JSON):
+    ``read_json_document`` reads those."""
+    if _compiled_bundle is None:
+        return None
+    found = _compiled_bundle(blob)
+    if found is not None and found[1]:  # whitespace between tokens: read the compact text
+        blob = msgspec.json.format(blob, indent=-1)
+        found = _compiled_bundle(blob)
+    if found is None:
+        return None
+    bundle_type, _, entries = found
+    mapping: dict[str, str] = {}
+    for full_url, start, _end, kind, rid, *_ in entries:
+        if start >= 0:
+            _add_urn(mapping, full_url, kind, rid)
+    return bundle_type, blob, entries, mapping
+
+
+def bundle_entry(text: bytes, number: int, found: tuple, bundle_type: str | None,
+                 mapping: dict[str, str]) -> Entry:
+    """The Entry of one entry ``read_bundle`` found, as ``read_json_document`` makes it."""
+    full_url, start, end, _kind, _rid, method, url, modified = found
+    body = text[start:end] if start >= 0 else None
+    return Entry(locator=f"entry {number}", body=body,
+                 head=HEAD_DECODER.decode(body) if body is not None else None,
+                 bundle_type=bundle_type, urn_map=mapping, full_url=full_url, method=method,
+                 request_url=url, last_modified=modified)
+
+
+def _text(value: Any) -> str | None:
+    """A member that must be a string: None when it is missing, empty or of another type."""
+    return value if isinstance(value, str) and value else None
 
 
 def _raw_bundle_entries(compact: bytes, locator_prefix: str) -> list[Entry] | None:

@@ -7,7 +7,9 @@ Protocol ``clenc``, rooted at the lake's data folder: ``clenc://warehouse/bronze
 
 Writes go to a hidden temporary file beside the target, are fsynced and renamed into place on
 close, so a reader never sees half a file and a crashed writer leaves only a ``.clenc-tmp-`` file
-that ``Lake.open`` removes. Reads decrypt only the segments a byte range needs.
+that ``Lake.open`` removes. A filesystem made with ``sync=False`` (the catalog property
+``carelake.sync = "false"``) leaves the fsync to whoever commits the file (``sync``): the ingest's
+workers write their staged data files so. Reads decrypt only the segments a byte range needs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL = "clenc"
 TEMP_PREFIX = ".clenc-tmp-"
+SYNC_PROPERTY = "carelake.sync"
 
 # Keys per data folder, registered by the keyring of the process that opened the lake.
 _KEYS: dict[str, tuple[Callable[[int], DataKey], Callable[[], DataKey], int]] = {}
@@ -64,10 +67,12 @@ def _keys_for(root: str):
 
 
 class _AtomicSink:
-    """A file written under a temporary name and renamed into place when closed."""
+    """A file written under a temporary name and renamed into place when closed (flushed to
+    disk first, unless ``sync`` is False)."""
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, sync: bool = True) -> None:
         self._final = final
+        self._sync = sync
         self._temp = final.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{final.name}")
         final.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self._temp, "xb")  # noqa: SIM115 - closed in close()
@@ -77,7 +82,8 @@ class _AtomicSink:
 
     def close(self) -> None:
         self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if self._sync:
+            os.fsync(self._handle.fileno())
         self._handle.close()
         os.replace(self._temp, self._final)
 
@@ -126,9 +132,10 @@ class EncryptedFileSystem(AbstractFileSystem):
     root_marker = ""
     cachable = True
 
-    def __init__(self, root: str, **storage_options: Any) -> None:
+    def __init__(self, root: str, sync: bool = True, **storage_options: Any) -> None:
         super().__init__(**storage_options)
         self.root = str(Path(root).resolve())
+        self.sync_on_close = sync
         _keys_for(self.root)
 
     # keys -------------------------------------------------------------------------------------
@@ -264,8 +271,8 @@ class EncryptedFileSystem(AbstractFileSystem):
 
     def _writer(self, path: str, local: Path):
         _, primary, segment_size = _keys_for(self.root)
-        return _EncryptingFile(self._strip_protocol(path), _AtomicSink(local), primary(),
-                               segment_size)
+        return _EncryptingFile(self._strip_protocol(path), _AtomicSink(local, self.sync_on_close),
+                               primary(), segment_size)
 
     def cat_file(self, path: str, start=None, end=None, **kwargs: Any) -> bytes:
         with self._open(path, "rb") as handle:
@@ -279,6 +286,15 @@ class EncryptedFileSystem(AbstractFileSystem):
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         with self._open(path, "wb") as handle:
             handle.write(value)
+
+    def sync(self, paths: list[str]) -> None:
+        """Flush files written without a flush on close to disk (fsync)."""
+        for path in paths:
+            descriptor = os.open(self._local(path), os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
 
     def verify(self, path: str) -> None:
         """Authenticate a whole file; IntegrityError names the path and the first bad segment."""
@@ -304,7 +320,7 @@ class PassthroughFileSystem(EncryptedFileSystem):
         return open(local, "rb")  # noqa: SIM115 - the caller closes it
 
     def _writer(self, path: str, local: Path):
-        return _PlainFile(self._strip_protocol(path), _AtomicSink(local))
+        return _PlainFile(self._strip_protocol(path), _AtomicSink(local, self.sync_on_close))
 
     @classmethod
     def _strip_protocol(cls, path: str) -> str:
@@ -362,11 +378,12 @@ def _pyiceberg_factory(properties: dict[str, str]) -> EncryptedFileSystem:
     if not root:
         raise ConfigError("the Iceberg catalog has no 'carelake.lake-root' property: open the "
                           "lake with infra.lake.Lake.open")
-    return EncryptedFileSystem(root)
+    return EncryptedFileSystem(root, sync=properties.get(SYNC_PROPERTY, "true") != "false")
 
 
 def _pyiceberg_passthrough(properties: dict[str, str]) -> PassthroughFileSystem:
-    return PassthroughFileSystem(properties["carelake.lake-root"])
+    return PassthroughFileSystem(properties["carelake.lake-root"],
+                                 sync=properties.get(SYNC_PROPERTY, "true") != "false")
 
 
 def _register_with_pyiceberg() -> None:

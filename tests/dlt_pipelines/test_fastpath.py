@@ -5,10 +5,8 @@ derived from the plaintext), so the tokens of both paths are equal too."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
-import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -16,20 +14,9 @@ import pytest
 
 from dlt_pipelines.fhir.sources import DECODER, Entry, input_files, read_file
 from dlt_pipelines.fhir.transform import ROW_FIELDS, Transformer
-from infra.keys import vault
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "fhir"
 LOADED_AT = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def deterministic_seal(monkeypatch):
-    def seal_json(self, encoded: bytes) -> str:
-        nonce = hashlib.sha256(self._aad + encoded).digest()[:12]
-        sealed = self._aead.encrypt(nonce, encoded, self._aad)
-        return vault.TOKEN_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
-
-    monkeypatch.setattr(vault.TokenSealer, "seal_json", seal_json)
 
 
 @pytest.fixture(params=["compiled", "regex"])

@@ -133,22 +133,22 @@ def test_the_mark_of_a_killed_load_does_not_keep_its_files(make_lake):
     assert lake.fs.find(LOADS_FOLDER) == []
 
 
-def test_dlt_carries_keys_and_never_a_resource_body(make_lake, monkeypatch):
-    """What dlt carries for a staged batch is its keys: no resource text reaches dlt's files."""
-    from dlt_pipelines.fhir import bronze
-
+def test_dlt_carries_the_names_of_staged_batches_and_never_a_resource(make_lake, monkeypatch):
+    """What dlt carries for a staged batch is a row naming it, its type and its row count; its
+    keys and files stay with the load, and no resource text reaches dlt's files."""
     carried = []
-    original = pipeline._ipc_bytes
+    original = pipeline._Stager._ready
 
-    def recording(table):
-        carried.append(table.schema)
-        return original(table)
+    def recording(self, **options):
+        for item, size in original(self, **options):
+            carried.append(item.data)
+            yield item, size
 
-    monkeypatch.setattr(pipeline, "_ipc_bytes", recording)
+    monkeypatch.setattr(pipeline._Stager, "_ready", recording)
     lake = make_lake()
     report = ingest(lake, [SAMPLE / "fhir"], workers=1)
     assert len(carried) >= len(report.per_type)
-    assert all(schema.names == bronze.KEYS_SCHEMA.names for schema in carried)
-    assert "resource" not in bronze.KEYS_SCHEMA.names
+    assert all(table.schema.names == ["unit", "resource_type", "rows"] for table in carried)
+    assert sum(table.column("rows")[0].as_py() for table in carried) == report.resources
     stored = lake.read_arrow("bronze.observation", columns=("resource",)).column("resource")
     assert pc.min(pc.utf8_length(stored)).as_py() > 0
