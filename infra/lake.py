@@ -74,6 +74,7 @@ class Lake:
             segment_size=int(settings.get("crypto.segment_size")),
         )
         self.fs = EncryptedFileSystem(str(self.data_dir))
+        self._committed: dict[str, Any] = {}  # table objects of this lake's last commits
 
     def _unencrypted_for_benchmark(self, mode: str) -> None:
         """Switch this lake object to a pass-through filesystem or plain local files: only for the
@@ -187,18 +188,28 @@ class Lake:
         self.catalog.create_namespace_if_not_exists(namespace)
         return self.catalog.create_table_if_not_exists(identifier, schema=schema, **create)
 
-    def commit(self, identifier: str, change: Callable[[Any], T]) -> T:
+    def commit(self, identifier: str, change: Callable[[Any], T], *, reuse: bool = False) -> T:
         """Run ``change(table)`` on a fresh copy of the table, retrying on commit conflicts.
 
         ``change`` must build its whole commit from the table it is given (a transaction), so a
-        retry after another writer's commit recomputes against the new state.
+        retry after another writer's commit recomputes against the new state. With ``reuse``,
+        the table object of this lake's last commit to it is given instead of a fresh one (a
+        commit keeps its object current): a commit made by another writer since makes this one
+        fail, and the retry reads the table afresh.
         """
         from pyiceberg.exceptions import CommitFailedException
         from sqlalchemy.exc import OperationalError
 
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            table = self._committed.pop(identifier, None)
+            if not reuse or attempt > 1:
+                table = None
             try:
-                return change(self.table(identifier))
+                table = table or self.table(identifier)
+                result = change(table)
+                if reuse:
+                    self._committed[identifier] = table
+                return result
             except (CommitFailedException, OperationalError) as error:
                 if attempt == COMMIT_ATTEMPTS:
                     raise ConfigError(

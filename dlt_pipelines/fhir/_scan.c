@@ -40,9 +40,10 @@ enum { P_OK = 0, P_UNDECIDED = 1, P_INVALID = 2, P_ERROR = -1 };
 /* the kinds of values */
 enum { V_NONE = 0, V_STRING, V_ESCAPED, V_OBJECT, V_ARRAY, V_NULL, V_OTHER };
 /* where a value sits: anywhere, the resource itself, the resource's meta, a bundle's entry, its
- * resource, request or response, or (from X_SUBJECT) the value of the resource's subject member
+ * resource, request or response, the resource's text (its narrative), or (from X_SUBJECT) the value of the resource's subject member
  * number f (X_SUBJECT + 2 f) or an element of it when it is an array (X_SUBJECT + 2 f + 1) */
-enum { X_NONE = 0, X_ROOT, X_META, X_ENTRY, X_RESOURCE, X_REQUEST, X_RESPONSE, X_SUBJECT = 8 };
+enum { X_NONE = 0, X_ROOT, X_META, X_ENTRY, X_RESOURCE, X_REQUEST, X_RESPONSE, X_TEXT,
+       X_SUBJECT = 8 };
 /* the members of a bundle's entry a pass keeps (Pass.entry) */
 enum { E_FULL_URL, E_RESOURCE, E_REQUEST, E_RESPONSE, E_TYPE, E_ID, E_METHOD, E_URL, E_MODIFIED,
        ENTRY_MEMBERS };
@@ -182,7 +183,9 @@ static int instant_micros(const unsigned char *s, Py_ssize_t n, int64_t *out) {
 
 typedef struct {
     int kind;
+    int where;                            /* where its object sits (X_...) */
     Py_ssize_t key_start, value_start, value_end;
+    Py_ssize_t string_start, string_end;  /* a string value with its quotes, escapes or not */
 } Member;
 
 /* a value's text: [start, end), the contents between the quotes for a string */
@@ -380,8 +383,8 @@ static int read_number(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Py_ss
     return P_OK;
 }
 
-static int note(Pass *pass, int kind, Py_ssize_t key_start, Py_ssize_t value_start,
-                Py_ssize_t value_end) {
+static int note(Pass *pass, int kind, int where, Py_ssize_t key_start, Py_ssize_t value_start,
+                Py_ssize_t value_end, Py_ssize_t string_start, Py_ssize_t string_end) {
     Member *member;
     if (pass->count == pass->capacity) {
         Py_ssize_t capacity = pass->capacity ? pass->capacity * 2 : 32;
@@ -395,9 +398,12 @@ static int note(Pass *pass, int kind, Py_ssize_t key_start, Py_ssize_t value_sta
     }
     member = &pass->members[pass->count++];
     member->kind = kind;
+    member->where = where;
     member->key_start = key_start;
     member->value_start = value_start;
     member->value_end = value_end;
+    member->string_start = string_start;
+    member->string_end = string_end;
     return P_OK;
 }
 
@@ -518,11 +524,13 @@ static int read_object(Pass *pass, Py_ssize_t i, int depth, int where, Py_ssize_
         length = key_end - key_start - 2;
         cls = pass->plain ? C_NONE : classify(key, length, pass->type_date, pass->type_length,
                                               &kind);
-        if (cls == C_MEMBER && s[j] != '"' && (rc = note(pass, kind, key_start, -1, -1)) != P_OK)
+        if (cls == C_MEMBER && s[j] != '"' &&
+            (rc = note(pass, kind, where, key_start, -1, -1, -1, -1)) != P_OK)
             return rc;
         if (where == X_ROOT && pass->head) {
             int field;
             if (key_is(key, length, "meta")) child = X_META;
+            else if (key_is(key, length, "text")) child = X_TEXT;
             for (field = 0; field < SUBJECT_FIELDS; field++)
                 if (key_is(key, length, subject_names[field])) child = X_SUBJECT + 2 * field;
         } else if (where == X_ENTRY) {
@@ -537,8 +545,10 @@ static int read_object(Pass *pass, Py_ssize_t i, int depth, int where, Py_ssize_
                     return P_UNDECIDED;
             } else if (value_kind == V_ESCAPED) {
                 if (kind == K_REFERENCE) return P_UNDECIDED; /* the walk reads it decoded */
-                if ((rc = note(pass, kind, key_start, -1, -1)) != P_OK) return rc;
-            } else if ((rc = note(pass, kind, key_start, value_start, value_stop)) != P_OK) {
+                if ((rc = note(pass, kind, where, key_start, -1, -1, j, value_end)) != P_OK)
+                    return rc;
+            } else if ((rc = note(pass, kind, where, key_start, value_start, value_stop, j,
+                                  value_end)) != P_OK) {
                 return rc;
             }
         }
@@ -1000,6 +1010,7 @@ typedef struct {
     PyObject *sealers;          /* dict: "Patient/<id>" -> (pseudonym, sealer) */
     PyObject *patient_sealer;   /* callable("Patient/<id>") -> (pseudonym, sealer) | None */
     PyObject *reference_text;   /* callable(mapped, display) -> bytes | None */
+    PyObject *seal_value;       /* callable(sealer, JSON text with escapes) -> token */
     PyObject *references;       /* dict: mapped + display -> bytes, reference_text remembered */
     PyObject *slow_types;       /* frozenset of bytes: types the walk always takes */
     PyObject *token_prefix;     /* bytes: '"' and the prefix of a sealed token */
@@ -1033,6 +1044,7 @@ static int Rows_traverse(Rows *rows, visitproc visit, void *arg) {
     Py_VISIT(rows->sealers);
     Py_VISIT(rows->patient_sealer);
     Py_VISIT(rows->reference_text);
+    Py_VISIT(rows->seal_value);
     Py_VISIT(rows->references);
     for (index = 0; index < rows->splice_count; index++) Py_VISIT(rows->splices[index].text);
     return 0;
@@ -1044,6 +1056,7 @@ static int Rows_clear(Rows *rows) {
     Py_CLEAR(rows->sealers);
     Py_CLEAR(rows->patient_sealer);
     Py_CLEAR(rows->reference_text);
+    Py_CLEAR(rows->seal_value);
     Py_CLEAR(rows->references);
     Py_CLEAR(rows->slow_types);
     Py_CLEAR(rows->token_prefix);
@@ -1061,17 +1074,22 @@ static void Rows_dealloc(Rows *rows) {
     Py_TYPE(rows)->tp_free((PyObject *)rows);
 }
 
-/* Rows(index_key, sealers, patient_sealer, reference_text, slow_types, token_prefix, source) */
+/* Rows(index_key, sealers, patient_sealer, reference_text, seal_value, slow_types, token_prefix,
+ *      source, references=None): references is the dict that remembers reference_text's
+ *      answers */
 static int Rows_init(Rows *rows, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"index_key", "sealers", "patient_sealer", "reference_text",
-                            "slow_types", "token_prefix", "source", NULL};
+                            "seal_value", "slow_types", "token_prefix", "source", "references",
+                            NULL};
     Py_buffer key;
-    PyObject *sealers, *patient_sealer, *reference_text, *slow_types, *token_prefix, *source;
+    PyObject *sealers, *patient_sealer, *reference_text, *seal_value, *slow_types, *token_prefix;
+    PyObject *source, *references = NULL;
     unsigned char block[SHA256_CBLOCK], pad[SHA256_CBLOCK];
     int index;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*O!OOO!SU", names, &key, &PyDict_Type,
-                                     &sealers, &patient_sealer, &reference_text,
-                                     &PyFrozenSet_Type, &slow_types, &token_prefix, &source))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*O!OOOO!SU|O!", names, &key, &PyDict_Type,
+                                     &sealers, &patient_sealer, &reference_text, &seal_value,
+                                     &PyFrozenSet_Type, &slow_types, &token_prefix, &source,
+                                     &PyDict_Type, &references))
         return -1;
     memset(block, 0, sizeof(block));
     if (key.len > SHA256_CBLOCK) SHA256(key.buf, key.len, block);
@@ -1087,10 +1105,11 @@ static int Rows_init(Rows *rows, PyObject *args, PyObject *kwargs) {
     rows->sealers = Py_NewRef(sealers);
     rows->patient_sealer = Py_NewRef(patient_sealer);
     rows->reference_text = Py_NewRef(reference_text);
+    rows->seal_value = Py_NewRef(seal_value);
     rows->slow_types = Py_NewRef(slow_types);
     rows->token_prefix = Py_NewRef(token_prefix);
     rows->source = Py_NewRef(source);
-    rows->references = PyDict_New();
+    rows->references = references ? Py_NewRef(references) : PyDict_New();
     rows->seal_name = PyUnicode_InternFromString("seal_json");
     rows->last = -1;
     return rows->references && rows->seal_name ? 0 : -1;
@@ -1313,6 +1332,36 @@ static PyObject *reference_text(Rows *rows, const unsigned char *mapped, Py_ssiz
     return text;
 }
 
+/* The JSON value at s (n bytes) sealed for the patient, as the text that replaces it:
+ * '"' + token + '"'. A value without escapes is sealed as written (what Protector seals is the
+ * value written by msgspec, the same text); one with escapes is decoded and written again first,
+ * by Python (seal_value). */
+static PyObject *sealed(Rows *rows, PyObject *sealer, const unsigned char *s, Py_ssize_t n,
+                        int escaped) {
+    PyObject *value = PyBytes_FromStringAndSize((const char *)s, n), *token, *text;
+    const char *token_text;
+    Py_ssize_t token_length;
+    if (value == NULL) return NULL;
+    token = escaped ? PyObject_CallFunctionObjArgs(rows->seal_value, sealer, value, NULL)
+                    : PyObject_CallMethodOneArg(sealer, rows->seal_name, value);
+    Py_DECREF(value);
+    if (token == NULL) return NULL;
+    token_text = PyUnicode_Check(token) ? PyUnicode_AsUTF8AndSize(token, &token_length) : NULL;
+    if (token_text == NULL) {
+        Py_DECREF(token);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a seal must return str");
+        return NULL;
+    }
+    text = PyBytes_FromStringAndSize(NULL, token_length + 2);
+    if (text != NULL) {
+        PyBytes_AS_STRING(text)[0] = '"';
+        memcpy(PyBytes_AS_STRING(text) + 1, token_text, token_length);
+        PyBytes_AS_STRING(text)[token_length + 1] = '"';
+    }
+    Py_DECREF(token);
+    return text;
+}
+
 /* An attachment's data and url sealed, as FastPath._attachment does: the object around the key
  * at key_start must be flat and open with contentType. Returns 1 (spliced), 0 (Python
  * decides) or -1 (error). */
@@ -1355,30 +1404,7 @@ static int attachment(Rows *rows, const unsigned char *s, Py_ssize_t n, Py_ssize
              key_is(s + name_start, name_end - name_start, "url")) &&
             !(value_end - value_start >= prefix_length &&
               memcmp(s + value_start, prefix, prefix_length) == 0)) {
-            PyObject *value = PyBytes_FromStringAndSize((const char *)s + value_start,
-                                                        value_end - value_start);
-            PyObject *token = value ? PyObject_CallMethodOneArg(sealer, rows->seal_name, value)
-                                    : NULL;
-            PyObject *text;
-            const char *token_text;
-            Py_ssize_t token_length;
-            Py_XDECREF(value);
-            if (token == NULL) return -1;
-            token_text = PyUnicode_Check(token) ? PyUnicode_AsUTF8AndSize(token, &token_length)
-                                                : NULL;
-            if (token_text == NULL) {
-                Py_DECREF(token);
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_TypeError, "seal_json must return str");
-                return -1;
-            }
-            text = PyBytes_FromStringAndSize(NULL, token_length + 2);
-            if (text != NULL) {
-                PyBytes_AS_STRING(text)[0] = '"';
-                memcpy(PyBytes_AS_STRING(text) + 1, token_text, token_length);
-                PyBytes_AS_STRING(text)[token_length + 1] = '"';
-            }
-            Py_DECREF(token);
+            PyObject *text = sealed(rows, sealer, s + value_start, value_end - value_start, 0);
             if (text == NULL || splice(rows, value_start, value_end, text) < 0) return -1;
         }
         if (s[j] == '}') return 1;
@@ -1543,7 +1569,22 @@ static int changes(Rows *rows, PyObject *urn_map, PyObject *sealer, int report,
             rc = attachment(rows, s, n, member->key_start, sealer);
             if (rc <= 0) return rc;
         } else if (member->kind == K_PROTECTED || (member->kind == K_CONCLUSION && report)) {
-            return 0;
+            /* what Protector seals whole: a contentString anywhere, the resource's narrative
+             * (text.div) and a report's conclusion, when they are strings; an annotation, or
+             * a narrative or conclusion elsewhere, is left to the walk */
+            const unsigned char *key = s + member->key_start + 1;
+            int content = member->kind == K_PROTECTED && starts(key, n - member->key_start - 1,
+                                                                "contentString\"");
+            int narrative = member->kind == K_PROTECTED && member->where == X_TEXT &&
+                            starts(key, n - member->key_start - 1, "div\"");
+            int conclusion = member->kind == K_CONCLUSION && member->where == X_ROOT;
+            PyObject *text;
+            if (!(content || narrative || conclusion) || member->string_start < 0) return 0;
+            text = sealed(rows, sealer, s + member->string_start,
+                          member->string_end - member->string_start, member->value_start < 0);
+            if (text == NULL ||
+                splice(rows, member->string_start, member->string_end, text) < 0)
+                return -1;
         }
     }
     return 1;
@@ -1798,6 +1839,111 @@ static PyTypeObject RowsType = {
     .tp_getset = Rows_getset,
 };
 
+/* --- a load's Bloom filter (bronze.LoadIndex) ------------------------------------------------- */
+
+#define BLOOM_HASHES 8
+
+static uint64_t hash_bytes(const unsigned char *s, Py_ssize_t n, uint64_t seed) {
+    uint64_t h = seed ^ ((uint64_t)n * 0x9FB21C651E98DF25ULL);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        memcpy(&word, s + i, 8);
+        h = (h ^ (word * 0xC2B2AE3D27D4EB4FULL)) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 32;
+    }
+    if (i < n) {
+        uint64_t word = 0;
+        memcpy(&word, s + i, n - i);
+        h = (h ^ (word * 0xC2B2AE3D27D4EB4FULL)) * 0x9E3779B97F4A7C15ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 29;
+    return h;
+}
+
+/* The values of an Arrow string array (its offsets and data buffers, its offset and length) and
+ * each one's filter positions: calls ``visit`` with the BLOOM_HASHES bit positions of value i,
+ * made from its hash by double hashing. */
+static int bloom_walk(PyObject *args, Py_buffer *bits, int (*visit)(unsigned char *, uint64_t *,
+                                                                    char *), PyObject **out) {
+    Py_buffer offsets, data;
+    Py_ssize_t offset, count, index, total;
+    unsigned long long seed;
+    const int32_t *ends;
+    char *flags = NULL;
+    int rc = -1;
+    if (!PyArg_ParseTuple(args, "w*y*y*nnK", bits, &offsets, &data, &offset, &count, &seed))
+        return -1;
+    total = bits->len * 8;
+    ends = offsets.buf;
+    if (offset < 0 || count < 0 || (offset + count + 1) * 4 > offsets.len || total == 0 ||
+        (total & (total - 1)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "bloom: offsets too short for the values, or a filter "
+                                          "whose bit count is not a power of two");
+        goto done;
+    }
+    *out = PyBytes_FromStringAndSize(NULL, count);
+    if (*out == NULL) goto done;
+    flags = PyBytes_AS_STRING(*out);
+    for (index = 0; index < count; index++) {
+        int32_t start = ends[offset + index], end = ends[offset + index + 1];
+        uint64_t hash, step, positions[BLOOM_HASHES];
+        int k, shift = 64 - __builtin_ctzll((unsigned long long)total);
+        if (start < 0 || end < start || end > data.len) {
+            PyErr_SetString(PyExc_ValueError, "bloom: an offset lies outside the data");
+            Py_CLEAR(*out);
+            goto done;
+        }
+        hash = hash_bytes((const unsigned char *)data.buf + start, end - start, seed);
+        step = (hash * 0xC2B2AE3D27D4EB4FULL) | 1;
+        for (k = 0; k < BLOOM_HASHES; k++) positions[k] = (hash + k * step) >> shift;
+        visit(bits->buf, positions, flags + index);
+    }
+    rc = 0;
+done:
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&data);
+    if (rc < 0) PyBuffer_Release(bits); /* the caller releases it after a success */
+    return rc;
+}
+
+static int set_bits(unsigned char *bits, uint64_t *positions, char *flag) {
+    int k;
+    for (k = 0; k < BLOOM_HASHES; k++)
+        bits[positions[k] >> 3] |= (unsigned char)(1 << (positions[k] & 7));
+    *flag = 1;
+    return 0;
+}
+
+static int test_bits(unsigned char *bits, uint64_t *positions, char *flag) {
+    int k;
+    *flag = 1;
+    for (k = 0; k < BLOOM_HASHES; k++)
+        if (!(bits[positions[k] >> 3] & (1 << (positions[k] & 7)))) *flag = 0;
+    return 0;
+}
+
+/* bloom_add(bits, offsets, data, offset, count, seed): the values' bits set */
+static PyObject *bloom_add(PyObject *self, PyObject *args) {
+    Py_buffer bits;
+    PyObject *out = NULL;
+    if (bloom_walk(args, &bits, set_bits, &out) < 0) return NULL;
+    PyBuffer_Release(&bits);
+    Py_XDECREF(out);
+    Py_RETURN_NONE;
+}
+
+/* bloom_test(bits, offsets, data, offset, count, seed) -> bytes: 1 for a value maybe added */
+static PyObject *bloom_test(PyObject *self, PyObject *args) {
+    Py_buffer bits;
+    PyObject *out = NULL;
+    if (bloom_walk(args, &bits, test_bits, &out) < 0) return NULL;
+    PyBuffer_Release(&bits);
+    return out;
+}
+
 /* --- configuration ---------------------------------------------------------------------------- */
 
 static char *copy_bytes(const char *data, Py_ssize_t length) {
@@ -1875,6 +2021,10 @@ fail:
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "scan(body, type_date) -> list of members, or None"},
+    {"bloom_add", bloom_add, METH_VARARGS,
+     "bloom_add(bits, offsets, data, offset, count, seed): set the bits of Arrow string values"},
+    {"bloom_test", bloom_test, METH_VARARGS,
+     "bloom_test(bits, offsets, data, offset, count, seed) -> bytes, 1 where maybe added"},
     {"bundle", bundle, METH_VARARGS,
      "bundle(text) -> (type, spaced, entries), or None: a bundle's entries, see the source"},
     {"validate", validate, METH_VARARGS,

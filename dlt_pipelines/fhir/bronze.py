@@ -16,6 +16,7 @@ retried on a conflict with another writer against the table's new state.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -171,27 +172,25 @@ class LoadIndex:
     A merge must compare each id of a batch with the stored row of that id. When a table was
     empty as this load began and nobody else has committed to it since, the only stored rows are
     this load's own, and a Bloom filter over the ``(table, id)`` pairs this load wrote tells
-    which ids of a batch cannot be stored: the table is read only for the others (a few false
-    positives, about 2 in 10,000 at four million ids). Any other state reads the table as usual.
+    which ids of a batch cannot be stored: the table is read only for the others. A false
+    positive costs a read of the table's keys, which grows with the table, so the filter is
+    sized by the ids the load is expected to write (``expected_ids``, from its input's size):
+    48 bits and 8 hashes an id, about 3 false positives in 10 million ids, between 2 MB and
+    128 MB. Any other state reads the table as usual. Ids come as Arrow string arrays; the
+    compiled extension hashes them on their buffers.
     """
 
-    BITS = 1 << 27  # 16 MB
-    _MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
-                             0xD6E8FEB86659FD93], dtype=np.uint64)
+    HASHES = 8
+    MIN_BITS, MAX_BITS = 1 << 24, 1 << 30
 
-    def __init__(self) -> None:
-        self._bits = np.zeros(self.BITS // 8, dtype=np.uint8)
+    def __init__(self, expected_ids: int = 0) -> None:
+        bits = self.MIN_BITS
+        while bits < 48 * expected_ids and bits < self.MAX_BITS:
+            bits *= 2
+        self._shift = np.uint64(64 - bits.bit_length() + 1)
+        self._bits = np.zeros(bits // 8, dtype=np.uint8)
         self._empty_at_start: dict[str, bool] = {}
         self._last_commit: dict[str, int | None] = {}
-
-    def _positions(self, identifier: str, ids: list[str]) -> np.ndarray:
-        """The filter's bit positions of each id of the table, one row per multiplier."""
-        hashes = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids)).view(np.uint64)
-        with np.errstate(over="ignore"):
-            hashes = (hashes ^ np.uint64(hash(identifier) & (2**64 - 1))) * self._MULTIPLIERS[0]
-            hashes ^= hashes >> np.uint64(31)
-            mixed = hashes[None, :] * self._MULTIPLIERS[:, None]
-        return (mixed >> np.uint64(64 - 27)).astype(np.int64)
 
     def own_rows_only(self, identifier: str, table) -> bool:
         """True when every stored row of the table was written by this load."""
@@ -203,38 +202,77 @@ class LoadIndex:
         return self._empty_at_start[identifier] and \
             self._last_commit[identifier] == current_id
 
-    def maybe_stored(self, identifier: str, ids: list[str]) -> list[str]:
+    def maybe_stored(self, identifier: str, ids: pa.Array) -> pa.Array:
         """The ids of ``ids`` this load may have written to the table."""
-        if not ids:
-            return []
-        positions = self._positions(identifier, ids)
-        present = np.ones(len(ids), dtype=bool)
-        for row in positions:
-            present &= (self._bits[row >> 3] >> (row & 7).astype(np.uint8)) & 1 == 1
-        return [rid for rid, hit in zip(ids, present.tolist()) if hit]
+        if len(ids) == 0:
+            return ids
+        if _bloom_test is not None:
+            flags = np.frombuffer(_bloom_test(self._bits, *_string_buffers(ids),
+                                              _seed(identifier)), dtype=np.bool_)
+        else:
+            flags = np.ones(len(ids), dtype=bool)
+            for row in self._positions(identifier, ids):
+                flags &= (self._bits[row >> 3] >> (row & 7).astype(np.uint8)) & 1 == 1
+        return ids.filter(pa.array(flags))
 
-    def committed(self, identifier: str, ids: list[str], table) -> None:
-        if ids:
-            positions = self._positions(identifier, ids).ravel()
-            np.bitwise_or.at(self._bits, positions >> 3,
-                             (1 << (positions & 7)).astype(np.uint8))
+    def committed(self, identifier: str, ids: pa.Array, table) -> None:
+        if len(ids):
+            if _bloom_add is not None:
+                _bloom_add(self._bits, *_string_buffers(ids), _seed(identifier))
+            else:
+                positions = self._positions(identifier, ids).ravel()
+                np.bitwise_or.at(self._bits, positions >> 3,
+                                 (1 << (positions & 7)).astype(np.uint8))
         current = table.current_snapshot()
         self._last_commit[identifier] = current.snapshot_id if current is not None else None
+
+    def _positions(self, identifier: str, ids: pa.Array) -> np.ndarray:
+        """The filter's bit positions of each id, one row per hash (without the compiled
+        extension: Python's hash of each id, then double hashing as the extension does)."""
+        hashes = np.fromiter(map(hash, ids.to_pylist()), dtype=np.int64, count=len(ids)) \
+            .view(np.uint64)
+        with np.errstate(over="ignore"):
+            hashes = (hashes ^ np.uint64(_seed(identifier))) * np.uint64(0x9E3779B97F4A7C15)
+            hashes ^= hashes >> np.uint64(31)
+            steps = (hashes * np.uint64(0xC2B2AE3D27D4EB4F)) | np.uint64(1)
+            rows = np.arange(self.HASHES, dtype=np.uint64)[:, None]
+            return ((hashes[None, :] + rows * steps[None, :]) >> self._shift).astype(np.int64)
+
+
+try:  # the compiled filter, where the extension is built
+    from dlt_pipelines.fhir._scan import bloom_add as _bloom_add
+    from dlt_pipelines.fhir._scan import bloom_test as _bloom_test
+except ImportError:
+    _bloom_add = _bloom_test = None
+
+
+def _seed(identifier: str) -> int:
+    """A table's seed for the filter: the same ids of two tables set other bits."""
+    return int.from_bytes(hashlib.blake2b(identifier.encode(), digest_size=8).digest(), "little")
+
+
+def _string_buffers(values: pa.Array) -> tuple:
+    """An Arrow string array's offsets and data buffers, its offset and length."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    _, offsets, data = values.buffers()
+    return offsets, data if data is not None else b"", values.offset, len(values)
 
 
 _KEY_COLUMNS = ("id", "last_updated", "version_id", "content_hash")
 
 
-def _stored_keys(table, identifier: str, ids: list[str], index: LoadIndex | None) -> pa.Table:
-    """The stored key columns of ``ids``, the ones ``index`` rules out left unread."""
+def _stored_keys(table, identifier: str, ids: pa.Array, index: LoadIndex | None) -> pa.Table:
+    """The stored key columns of ``ids`` (distinct), the ones ``index`` rules out left unread."""
     from pyiceberg.expressions import In
 
     wanted = ids
     if index is not None and index.own_rows_only(identifier, table):
         wanted = index.maybe_stored(identifier, ids)
-    if table.current_snapshot() is None or not wanted:
+    if table.current_snapshot() is None or len(wanted) == 0:
         return BRONZE_SCHEMA.empty_table().select(_KEY_COLUMNS)
-    return table.scan(row_filter=In("id", wanted), selected_fields=_KEY_COLUMNS).to_arrow()
+    return table.scan(row_filter=In("id", wanted.to_pylist()),
+                      selected_fields=_KEY_COLUMNS).to_arrow()
 
 
 def _commit_plan(table, identifier: str, batch: pa.Table, plan: _Plan,
@@ -253,7 +291,7 @@ def _commit_plan(table, identifier: str, batch: pa.Table, plan: _Plan,
             if rows.num_rows:
                 transaction.append(rows.cast(BRONZE_SCHEMA))
         if index is not None:
-            index.committed(identifier, rows.column("id").to_pylist(), table)
+            index.committed(identifier, rows.column("id"), table)
 
 
 def _log_counts(identifier: str, counts: MergeCounts) -> None:
@@ -268,7 +306,7 @@ def merge_batch(lake, resource_type: str, batch: pa.Table,
     (one per load) spares reading back what this load wrote itself."""
     identifier = table_name(resource_type)
     lake.ensure_table(identifier, BRONZE_SCHEMA)
-    ids = pc.unique(batch.column("id")).to_pylist()
+    ids = pc.unique(batch.column("id"))
 
     def change(table) -> MergeCounts:
         plan = _plan(batch, _stored_keys(table, identifier, ids, index))
@@ -378,11 +416,11 @@ def merge_staged(lake, resource_type: str, batches: list[StagedBatch],
         state: dict[str, Any] = {}
 
         def change(table, rest: list[StagedBatch] = batches[done:]) -> tuple[int, MergeCounts]:
-            taken, counts, seen, files, appended = 0, MergeCounts(), set(), [], []
+            taken, counts, seen, files, appended = 0, MergeCounts(), [], [], []
             state.clear()
             for staged in rest:
-                ids = pc.unique(staged.keys.column("id")).to_pylist()
-                if taken and not seen.isdisjoint(ids):
+                ids = pc.unique(staged.keys.column("id"))
+                if taken and pc.any(pc.is_in(ids, value_set=pa.concat_arrays(seen))).as_py():
                     break  # an id of an earlier batch of the group: merge it after their commit
                 plan = _plan(staged.keys, _stored_keys(table, identifier, ids, index))
                 upserts = _upserts(staged.keys)
@@ -395,9 +433,9 @@ def merge_staged(lake, resource_type: str, batches: list[StagedBatch],
                     return 1, plan.counts
                 taken += 1
                 counts.add(plan.counts)
-                seen.update(ids)
+                seen.append(ids)
                 files += staged.data_files
-                appended += staged.keys.column("id").take(upserts).to_pylist()
+                appended += staged.keys.column("id").take(upserts).chunks
             if files:
                 lake.sync([data_file.file_path for data_file in files])
                 with table.transaction() as transaction:
@@ -405,10 +443,10 @@ def merge_staged(lake, resource_type: str, batches: list[StagedBatch],
                         for data_file in files:
                             append.append_data_file(data_file)
                 if index is not None:
-                    index.committed(identifier, appended, table)
+                    index.committed(identifier, pa.chunked_array(appended, pa.string()), table)
             return taken, counts
 
-        taken, counts = lake.commit(identifier, change)
+        taken, counts = lake.commit(identifier, change, reuse=True)
         if "read_back" in state:
             discard_staged(lake, state["read_back"].data_files)
         _log_counts(identifier, counts)

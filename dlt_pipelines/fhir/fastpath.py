@@ -160,6 +160,8 @@ class FastPath:
     def __init__(self, transformer: Transformer) -> None:
         self._transformer = transformer
         self._references: dict[tuple[str, bytes | None], bytes] = {}
+        # the compiled row builder's memory of reference_text, kept as long as this path
+        self.compiled_references: dict[bytes, bytes] = {}
         self._targets: dict[str, tuple[str, str] | None] = {}
         self._types: set[str] = set()  # resource types whose name passed the checks
 

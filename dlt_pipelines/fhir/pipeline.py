@@ -200,6 +200,18 @@ def _worker_init(values: dict[str, Any], barrier=None) -> None:
     gc.freeze()
 
 
+def _worker_transformer(lake, load_id: str, loaded_at: dt.datetime) -> Transformer:
+    """The worker's transformer for this load, kept from task to task: the patients' keys and
+    sealed references it remembers serve the next task too (its caches are bounded)."""
+    transformer = _WORKER.get("transformer")
+    if transformer is None or (transformer.load_id, transformer.loaded_at) != (load_id, loaded_at):
+        transformer = _WORKER["transformer"] = Transformer(
+            lake.patients, index_key=lake.keys.material("index"), source="", load_id=load_id,
+            loaded_at=loaded_at)
+    transformer.unresolved_references = 0
+    return transformer
+
+
 def _worker_lake():
     if "error" in _WORKER:
         raise _WORKER["error"]
@@ -315,8 +327,10 @@ def run_task(task: Task, load_id: str, loaded_at: dt.datetime, lake=None) -> Tas
     in_worker = lake is None
     if in_worker:
         lake = _worker_lake()
-    transformer = Transformer(lake.patients, index_key=lake.keys.material("index"),
-                              source="", load_id=load_id, loaded_at=loaded_at)
+        transformer = _worker_transformer(lake, load_id, loaded_at)
+    else:
+        transformer = Transformer(lake.patients, index_key=lake.keys.material("index"),
+                                  source="", load_id=load_id, loaded_at=loaded_at)
     collector = _Collector(lake, transformer)
     for piece in task.pieces:
         _add_piece(collector, piece)
@@ -701,7 +715,7 @@ def _destination(lake, report: IngestReport, batch_rows: int,
                  staged: dict[str, bronze.StagedBatch | None]):
     import dlt
 
-    index = bronze.LoadIndex()
+    index = bronze.LoadIndex(expected_ids=report.bytes // 1000)  # about a resource a KB
 
     @dlt.destination(batch_size=0, loader_file_format="parquet", name="carelake_bronze",
                      naming_convention="direct", skip_dlt_columns_and_tables=True,

@@ -9,8 +9,11 @@ resource type and starts again empty.
 Where the extension is built, the builder is ``_scan.Rows``: one compiled pass validates the text,
 reads its head, checks its dates, makes its changes and appends the row straight into Arrow
 buffers, calling back into Python only for a patient's key (on the transformer's first sight of
-that patient), a pseudonymized reference (once per reference and display) and an attachment to
-seal. ``PythonRows`` does the same with ``FastPath.row`` and lists of tuples, where there is no
+that patient), a pseudonymized reference (once per reference and display) and a value to seal
+(an attachment's data and url, a narrative, a report's conclusion, a ``contentString``). It takes
+a few resources the Python fast path leaves to the walk (narratives and conclusions), and stores
+them as written rather than as the walk writes them again: the same resource, the same tokens.
+``PythonRows`` does the rest of it with ``FastPath.row`` and lists of tuples, where there is no
 compiled extension; ``tests/dlt_pipelines/test_rows.py`` checks that both give the same tables.
 """
 
@@ -25,7 +28,7 @@ import pyarrow as pa
 
 from dlt_pipelines.fhir import bronze
 from dlt_pipelines.fhir.fastpath import _SLOW_TYPES
-from dlt_pipelines.fhir.sources import HEAD_DECODER
+from dlt_pipelines.fhir.sources import DECODER, HEAD_DECODER
 from infra.keys.vault import TOKEN_PREFIX
 
 if TYPE_CHECKING:
@@ -103,8 +106,9 @@ class CompiledRows:
         self._transformer = transformer
         self._rows = _CompiledRows(
             transformer._index_key, transformer._sealers, transformer._patient_sealer,
-            transformer._fast.reference_text, frozenset(kind.encode() for kind in _SLOW_TYPES),
-            b'"' + TOKEN_PREFIX.encode(), transformer.source)
+            transformer._fast.reference_text, _seal_value,
+            frozenset(kind.encode() for kind in _SLOW_TYPES), b'"' + TOKEN_PREFIX.encode(),
+            transformer.source, transformer._fast.compiled_references)
         self.add = self._rows.add
 
     @property
@@ -143,6 +147,12 @@ class CompiledRows:
                  pa.repeat(loaded_at, count), resources, digests, ops],
                 schema=bronze.BATCH_SCHEMA)
         return tables
+
+
+def _seal_value(sealer, text: bytes) -> str:
+    """A JSON value written with escapes, sealed as ``Protector`` seals it: decoded, then written
+    again (a value without escapes is sealed as written, which is the same text)."""
+    return sealer.seal(DECODER.decode(text))
 
 
 def _buffer(data: bytes | None) -> pa.Buffer:

@@ -165,6 +165,9 @@ def first_patient(values: list[Any], resolve, target=patient_target) -> str | No
     return None
 
 
+_PATIENTS_KEPT = 100_000  # patients' keys and sealers a transformer remembers
+
+
 class Transformer:
     def __init__(self, vault: PatientVault, *, index_key: bytes, source: str, load_id: str,
                  loaded_at: dt.datetime) -> None:
@@ -185,6 +188,8 @@ class Transformer:
             return None
         found = self._sealers.get(reference)
         if found is None:
+            if len(self._sealers) >= _PATIENTS_KEPT:
+                self._sealers.clear()  # a worker's transformer lives for the whole load
             key = self._vault.key_for_source(reference)
             found = (key.pseudonym, TokenSealer(key))
             self._sealers[reference] = found

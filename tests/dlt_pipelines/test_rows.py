@@ -6,6 +6,7 @@ damaged records. Sealing is made repeatable (``deterministic_seal``) so tokens c
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import functools
 import json
 import random
@@ -78,6 +79,13 @@ def _transform_with(lake, files: list[Path], mode: str, monkeypatch) -> dict:
     return out
 
 
+_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
+
+
+def _decoded(column: pa.ChunkedArray) -> list:
+    return [None if text is None else _DECODER.decode(text) for text in column.to_pylist()]
+
+
 def _assert_same(lake, files: list[Path]) -> dict:
     """All three ways over ``files``: equal results. Returns the compiled way's."""
     results = {mode: _transform(lake, files, mode) for mode in MODES}
@@ -88,8 +96,12 @@ def _assert_same(lake, files: list[Path]) -> dict:
         for kind, table in reference["tables"].items():
             other = found["tables"][kind]
             for name in table.column_names:
-                assert other.column(name).to_pylist() == table.column(name).to_pylist(), \
-                    (mode, kind, name)
+                if name == "resource":  # the walk writes a resource again: compare its JSON
+                    assert _decoded(other.column(name)) == _decoded(table.column(name)), \
+                        (mode, kind, name)
+                else:
+                    assert other.column(name).to_pylist() == table.column(name).to_pylist(), \
+                        (mode, kind, name)
         for key in ("quarantine", "recorded", "resources", "unresolved"):
             assert found[key] == reference[key], (mode, key)
     return results["compiled"]
@@ -173,6 +185,20 @@ def test_probes_of_the_grammar_give_the_same_rows(make_lake, deterministic_seal,
         b'{"resourceType":"DiagnosticReport","id":"dr1","subject":{"reference":"Patient/p1"},'
         b'"conclusion":"fine"}',
         b'{"resourceType":"Organization","id":"org1","text":{"div":"<div>x</div>"}}',
+        b'{"resourceType":"CarePlan","id":"cp2","subject":{"reference":"Patient/p1"},"text":'
+        b'{"div":"<div xmlns=\\"http://www.w3.org/1999/xhtml\\">caf\\u00e9</div>"},'
+        b'"contained":[{"resourceType":"Goal","id":"g","text":{"div":"<div>y</div>"}}]}',
+        b'{"resourceType":"CarePlan","id":"cp3","subject":{"reference":"Patient/p1"},'
+        b'"text":{"div":5}}',
+        b'{"resourceType":"Communication","id":"cm1","subject":{"reference":"Patient/p1"},'
+        b'"payload":[{"contentString":"call me"},{"contentString":"a \\"quote\\""},'
+        b'{"contentAttachment":{"contentType":"text/plain","data":"aGk="}}]}',
+        b'{"resourceType":"Observation","id":"o4","subject":{"reference":"Patient/p1"},'
+        b'"note":[{"text":"seen"}]}',
+        b'{"resourceType":"DiagnosticReport","id":"dr2","subject":{"reference":"Patient/p1"},'
+        b'"conclusion":"a \\"b\\" c","extension":[{"conclusion":"x"}]}',
+        b'{"resourceType":"DiagnosticReport","id":"dr3","subject":{"reference":"Patient/p1"},'
+        b'"conclusion":"fine \\u00e9"}',
         # whitespace, numbers, subject arrays and other subject members
         b' { "resourceType" : "Observation" , "id" : "o2" , "valueQuantity" : { "value" : '
         b'0.700 } , "subject" : { "reference" : "Patient/p1" } } ',
