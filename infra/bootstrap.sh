@@ -27,11 +27,9 @@ if [ ! -f "$venv/.carelake-complete" ]; then
     2> >(grep -v "^WARNING: Location 'file:" >&2)
   touch "$venv/.carelake-complete"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
-  2> >(grep -v "^WARNING: Location 'file:" >&2)
-ln -sfn "$venv" .venv
-
 need_apt=()
+# The ingest's compiled pass (dlt_pipelines/fhir/_scan.c) needs a C compiler and OpenSSL's headers.
+command -v gcc >/dev/null && [ ! -e /usr/include/openssl/sha.h ] && need_apt+=(libssl-dev)
 if [ "$mode" = test ]; then
   [ -e /usr/lib/softhsm/libsofthsm2.so ] || need_apt+=(softhsm2)
   command -v chromium >/dev/null || need_apt+=(chromium)
@@ -42,9 +40,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
-    echo "carelake: missing Debian packages ${need_apt[*]}: their tests will be skipped" >&2
+    echo "carelake: missing Debian packages ${need_apt[*]}: the ingest's compiled pass (without" \
+         "libssl-dev) or their tests will be skipped" >&2
   fi
 fi
+
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+  2> >(grep -v "^WARNING: Location 'file:" >&2)
+ln -sfn "$venv" .venv
 
 case "$mode" in
   run) exec .venv/bin/carelake run "$@" ;;

@@ -1839,6 +1839,102 @@ static PyTypeObject RowsType = {
     .tp_getset = Rows_getset,
 };
 
+/* entry(text) -> (spaced, (full_url, start, end, resource_type, id, method, url, last_modified))
+ * for one bundle entry's text, as bundle() reads each of its entries; None when Python must read
+ * it (a shape this pass leaves to it, text that is not JSON). */
+static PyObject *entry(PyObject *self, PyObject *args) {
+    Py_buffer text;
+    Pass pass = {0};
+    PyObject *found = NULL, *result = NULL;
+    Py_ssize_t start, end;
+    int rc;
+    if (!PyArg_ParseTuple(args, "y*", &text)) return NULL;
+    pass_begin(&pass, text.buf, text.len);
+    pass.plain = 1;
+    found = PyList_New(0);
+    if (found == NULL) goto done;
+    start = space(&pass, 0);
+    rc = start < pass.n ? bundle_entry(&pass, start, &end, found) : P_INVALID;
+    if (rc == P_OK && space(&pass, end) != pass.n) rc = P_INVALID;
+    if (rc == P_OK) {
+        result = Py_BuildValue("(OO)", pass.spaced ? Py_True : Py_False,
+                               PyList_GET_ITEM(found, 0));
+    } else if (rc != P_ERROR && !PyErr_Occurred()) {
+        result = Py_NewRef(Py_None);
+    }
+done:
+    Py_XDECREF(found);
+    PyMem_Free(pass.members);
+    PyBuffer_Release(&text);
+    return result;
+}
+
+/* value_end(buffer, start) -> the end of the JSON value that starts at ``start`` (whitespace
+ * before it skipped), found by its strings and brackets alone, without checking it: -1 when
+ * the buffer ends first, -2 when no value starts there. It cuts a stream into values, which a
+ * pass then reads. */
+static PyObject *value_end(PyObject *self, PyObject *args) {
+    Py_buffer buffer;
+    Py_ssize_t i, n, depth = 0, result = -1;
+    const unsigned char *s;
+    if (!PyArg_ParseTuple(args, "y*n", &buffer, &i)) return NULL;
+    s = buffer.buf;
+    n = buffer.len;
+    i = skip_space(s, n, i < 0 ? 0 : i);
+    if (i >= n) goto done;
+    if (s[i] != '{' && s[i] != '[' && s[i] != '"' && s[i] != '-' && !is_digit(s[i]) &&
+        s[i] != 't' && s[i] != 'f' && s[i] != 'n') {
+        result = -2;
+        goto done;
+    }
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c == '"') {
+            const unsigned char *quote;
+            Py_ssize_t j = i + 1;
+            for (;;) {
+                quote = memchr(s + j, '"', n - j);
+                if (quote == NULL) goto done;
+                j = quote - s;
+                {
+                    Py_ssize_t slashes = 0;
+                    while (j - 1 - slashes > i && s[j - 1 - slashes] == '\\') slashes++;
+                    if (slashes % 2 == 0) break;
+                }
+                j++;
+            }
+            i = j + 1;
+            if (depth == 0) {
+                result = i;
+                goto done;
+            }
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0) {
+                result = i + 1;
+                goto done;
+            }
+            if (depth < 0) {
+                result = -2;
+                goto done;
+            }
+        } else if (depth == 0) {
+            /* a number or a literal: it ends where the next token begins */
+            Py_ssize_t j = i;
+            while (j < n && s[j] != ',' && s[j] != '}' && s[j] != ']' && !is_space(s[j])) j++;
+            result = j < n ? j : -1;
+            goto done;
+        }
+        i++;
+    }
+done:
+    PyBuffer_Release(&buffer);
+    return PyLong_FromSsize_t(result);
+}
+
 /* --- a load's Bloom filter (bronze.LoadIndex) ------------------------------------------------- */
 
 #define BLOOM_HASHES 8
@@ -2027,6 +2123,10 @@ static PyMethodDef methods[] = {
      "bloom_test(bits, offsets, data, offset, count, seed) -> bytes, 1 where maybe added"},
     {"bundle", bundle, METH_VARARGS,
      "bundle(text) -> (type, spaced, entries), or None: a bundle's entries, see the source"},
+    {"entry", entry, METH_VARARGS,
+     "entry(text) -> (spaced, entry) or None: one bundle entry, as bundle() reads it"},
+    {"value_end", value_end, METH_VARARGS,
+     "value_end(buffer, start) -> end of the JSON value at start, -1 if cut off, -2 if none"},
     {"validate", validate, METH_VARARGS,
      "validate(body) -> 'ok', 'undecided' or 'invalid': what one pass makes of the text"},
     {"configure", configure, METH_VARARGS,

@@ -321,14 +321,15 @@ def merge_batch(lake, resource_type: str, batch: pa.Table,
 # --- staged data files -----------------------------------------------------------------------
 #
 # The ingest's workers write a batch's upserted rows as an Iceberg data file of the table
-# (``stage_rows``), encrypted like every file of the lake, but commit nothing: the main process
-# gets the data file's description and the batch's keys, every column but ``resource``
-# (``KEYS_SCHEMA``). ``merge_staged`` plans the merge from the keys alone. When the plan is to
-# insert every upserted row and replace nothing, the staged file is committed as it is, so the
-# rows are never read back or written again; otherwise the batch is read back from the file and
-# merged as ``merge_batch`` does, and the staged file is removed. A staged file nobody commits
-# (a load killed midway) is an orphan, which ``infra.maintenance.remove_orphans`` deletes once
-# no load that may still commit it is running.
+# (``stage_rows``, through ``staging_io``: not flushed to disk yet), encrypted like every file of
+# the lake, but commit nothing: the main process gets the data file's description and the batch's
+# keys, every column but ``resource`` (``KEYS_SCHEMA``). ``merge_staged`` plans the merge from the
+# keys alone. When the plan is to insert every upserted row and replace nothing, the staged file
+# is flushed and committed as it is, together with the next batches of its type that are all new
+# too, so the rows are never read back or written again; otherwise the batch is read back from
+# the file and merged as ``merge_batch`` does, and the staged file is removed. A staged file
+# nobody commits (a load killed midway) is an orphan, which ``infra.maintenance.remove_orphans``
+# deletes once no load that may still commit it is running.
 
 KEYS_SCHEMA = pa.schema([schema_field for schema_field in BATCH_SCHEMA
                          if schema_field.name != "resource"])

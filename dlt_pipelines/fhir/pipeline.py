@@ -1,16 +1,18 @@
 """The ingest: FHIR files (and servers) through dlt into the encrypted bronze Iceberg tables.
 
 Parsing, validation, reference normalization and pseudonymization run in worker processes, about
-``TASK_BYTES`` of files (or slices of a large NDJSON file) per task. Each worker gathers its rows
-per resource type into batches (``lake.batch_rows`` rows, about ``STAGE_BYTES``) and writes each
-full batch as a staged Iceberg data file of its table, encrypted like every file of the lake,
-committing nothing. What goes through dlt is, per batch, its keys (every column but the resource
-text) and the name of its staged files: dlt's working folder, a private scratch folder on
-memory-backed storage removed after the load, never holds a resource. The dlt destination merges
-each batch (``bronze.merge_staged``): a batch whose rows are all new is committed as the files it
-is, any other is read back and merged. dlt's state (incremental high-water marks) is kept
-encrypted in the lake between runs. Memory is bounded by the batches being gathered, not by the
-input."""
+``TASK_BYTES`` of files (or slices of a large NDJSON file) per task; a resource's row is built by
+the compiled pass of ``rows.new_rows`` where it can, by the walk of ``transform`` where it cannot.
+Each worker gathers its rows per resource type into batches (``lake.batch_rows`` rows, about
+``STAGE_BYTES``) and writes each full batch as a staged Iceberg data file of its table, encrypted
+like every file of the lake, committing nothing; the batch's keys (every column but the resource
+text) come back to this process with the files' descriptions. What goes through dlt is a row
+naming each staged batch: dlt's working folder, a private scratch folder on memory-backed storage
+removed after the load, never holds a resource. The dlt destination merges the batches of each
+type (``bronze.merge_staged``): consecutive batches whose rows are all new are committed together
+as the files they are, any other is read back and merged. dlt's state (incremental high-water
+marks) is kept encrypted in the lake between runs. Memory is bounded by the batches being
+gathered, not by the input."""
 
 from __future__ import annotations
 

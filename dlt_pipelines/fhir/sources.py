@@ -14,6 +14,7 @@ whole resource only when its fast path cannot decide (see ``fastpath``).
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import functools
 import gzip
@@ -21,6 +22,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,7 +389,12 @@ def _raw_entry(entry: _RawEntry, head: Head | None, number: int, bundle_type: st
 
 
 def _stream_bundle(path: Path) -> Iterator[Entry]:
-    """A large bundle, entry by entry: a first pass collects fullUrls, a second yields entries."""
+    """A large bundle, entry by entry: a first pass collects fullUrls, a second yields entries.
+    The compiled pass cuts the file into its entries and reads each (``_stream_entries``) where
+    it is built; ijson reads it otherwise."""
+    if _compiled_entry is not None:
+        yield from _stream_entries(path)
+        return
     import ijson
 
     with open_input(path) as handle:
@@ -417,6 +424,136 @@ def _stream_bundle(path: Path) -> Iterator[Entry]:
                 yield _bundle_entry(DECODER.decode(text), number, bundle_type, mapping, "")
                 continue
             yield _raw_entry(raw, head, number, bundle_type, mapping, "")
+    logger.info("streamed a %d MB bundle entry by entry", path.stat().st_size >> 20)
+
+
+try:  # the compiled pass over one entry, and the cutter of a stream into JSON values
+    from dlt_pipelines.fhir._scan import entry as _compiled_entry
+    from dlt_pipelines.fhir._scan import value_end as _value_end
+except ImportError:
+    _compiled_entry = _value_end = None
+
+_CHUNK_BYTES = 4 << 20
+_SPACE = re.compile(rb"[ \t\r\n]*")
+
+
+class _Stream:
+    """A bundle's text read a chunk at a time: ``values`` yields its top-level members as (key,
+    value text), the elements of ``entry`` one at a time as ("entry", element text). Memory holds
+    a chunk and the element being read, never the bundle."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+        self._buffer = b""
+        self._at = 0  # where reading goes on in the buffer
+        self._dropped = 0  # bytes of the file before the buffer
+
+    def _more(self) -> bool:
+        chunk = self._handle.read(_CHUNK_BYTES)
+        if not chunk:
+            return False
+        self._buffer = self._buffer[self._at:] + chunk
+        self._dropped += self._at
+        self._at = 0
+        return True
+
+    def _fault(self, what: str) -> InputError:
+        return InputError(f"the bundle is not valid JSON near byte {self._dropped + self._at} "
+                          f"({what}): fix the file, or give it as NDJSON")
+
+    def _skip(self, *expected: bytes) -> bytes:
+        """The next byte after whitespace, which must be one of ``expected``; consumed."""
+        while True:
+            self._at = _SPACE.match(self._buffer, self._at).end()
+            if self._at < len(self._buffer):
+                found = self._buffer[self._at:self._at + 1]
+                if found not in expected:
+                    raise self._fault(f"{found!r} where {b' or '.join(expected)!r} belongs")
+                self._at += 1
+                return found
+            if not self._more():
+                raise self._fault("the file ends early")
+
+    def _peek(self) -> bytes:
+        while True:
+            self._at = _SPACE.match(self._buffer, self._at).end()
+            if self._at < len(self._buffer):
+                return self._buffer[self._at:self._at + 1]
+            if not self._more():
+                raise self._fault("the file ends early")
+
+    def _value(self) -> bytes:
+        while True:
+            end = _value_end(self._buffer, self._at)
+            if end >= 0:
+                text = self._buffer[self._at:end]
+                self._at = end
+                return text.strip()
+            if end == -2:
+                raise self._fault("no JSON value")
+            if not self._more():
+                raise self._fault("the file ends early")
+
+    def values(self) -> Iterator[tuple[str, bytes]]:
+        self._skip(b"{")
+        if self._peek() == b"}":
+            return
+        while True:
+            key = DECODER.decode(self._value())
+            self._skip(b":")
+            if key == "entry" and self._peek() == b"[":
+                self._skip(b"[")
+                if self._peek() == b"]":
+                    self._skip(b"]")
+                else:
+                    while True:
+                        yield "entry", self._value()
+                        if self._skip(b",", b"]") == b"]":
+                            break
+            else:
+                yield key, self._value()
+            if self._skip(b",", b"}") == b"}":
+                return
+
+
+def _stream_entries(path: Path) -> Iterator[Entry]:
+    """A large bundle, entry by entry, read by the compiled pass: the first reading gathers the
+    urn map and the bundle's type, the second yields the entries, their resources compacted as
+    ``read_json_document`` compacts a whole bundle."""
+    bundle_type: str | None = None
+    mapping: dict[str, str] = {}
+    with open_input(path) as handle:
+        for key, text in _Stream(handle).values():
+            if key == "type":
+                value = DECODER.decode(text)
+                bundle_type = value if isinstance(value, str) else None
+            elif key == "entry":
+                found = _compiled_entry(text)
+                if found is not None:
+                    full_url, start, _end, kind, rid = found[1][:5]
+                    if start >= 0:
+                        _add_urn(mapping, full_url, kind, rid)
+                else:
+                    with contextlib.suppress(msgspec.DecodeError):  # quarantined below
+                        mapping.update(_urn_map([DECODER.decode(text)]))
+    with open_input(path) as handle:
+        number = 0
+        for key, text in _Stream(handle).values():
+            if key != "entry":
+                continue
+            found = _compiled_entry(text)
+            if found is not None and found[0]:  # whitespace between tokens: the compact text
+                text = msgspec.json.format(text, indent=-1)
+                found = _compiled_entry(text)
+            if found is not None:
+                yield bundle_entry(text, number, found[1], bundle_type, mapping)
+            else:
+                try:
+                    yield _bundle_entry(DECODER.decode(text), number, bundle_type, mapping, "")
+                except msgspec.DecodeError as error:
+                    yield Entry(locator=f"entry {number}", error=f"malformed JSON: {error}",
+                                raw=text)
+            number += 1
     logger.info("streamed a %d MB bundle entry by entry", path.stat().st_size >> 20)
 
 

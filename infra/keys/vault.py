@@ -11,6 +11,7 @@ folder, is unreadable from then on.
 from __future__ import annotations
 
 import base64
+import binascii
 import decimal
 import hashlib
 import hmac
@@ -33,6 +34,7 @@ VAULT_FILE = "patients.sqlite"
 TOKEN_PREFIX = "clp1:"
 _PSEUDONYM_INFO = b"carelake pseudonym v1"
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
 _DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
 
 
@@ -65,7 +67,9 @@ class TokenSealer:
         """Seal a value given as its JSON text (what ``seal`` would encode)."""
         nonce = os.urandom(12)
         sealed = self._aead.encrypt(nonce, encoded, self._aad)
-        return TOKEN_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+        # base64.urlsafe_b64encode, without its two Python calls (a token per sealed value)
+        return TOKEN_PREFIX + binascii.b2a_base64(nonce + sealed, newline=False) \
+            .translate(_URL_SAFE).decode("ascii")
 
     def open(self, token: str) -> Any:
         if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):

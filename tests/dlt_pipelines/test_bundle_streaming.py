@@ -127,3 +127,71 @@ def test_streamed_bundle_entries_match_the_whole_read(tmp_path, monkeypatch, mak
     transformer = Transformer(lake.patients, index_key=lake.keys.material("index"),
                               source="s", load_id="l", loaded_at=None)
     assert {transformer.outcome(entry).kind for entry in streamed} == {"upsert"}
+
+
+_AWKWARD = (
+    b'{"resourceType":"Bundle","id":"b1","entry":[\n'
+    b' {"fullUrl":"urn:uuid:p1","resource":{"resourceType":"Patient","id":"p1"}},\n'
+    b' {"fullUrl":"urn:uuid:o1","resource":{"id":"o1","resourceType":"Observation",'
+    b'"code":{"text":"a \\"]}\\" b \\\\ \\u00e9 ["},"subject":{"reference":"urn:uuid:p1"}},'
+    b'"request":{"method":"POST","url":"Observation"}},\n'
+    b' {"resource":"not an object"},\n'
+    b' {"request":{"method":"DELETE","url":"Observation/o9"}},\n'
+    b' {"fullUrl":"urn:uuid:o2","resource":{"resourceType":"Observation","id":"o2",'
+    b'"valueQuantity":{"value":0.700},"subject":{"reference":"urn:uuid:p1"}}}\n'
+    b'],"type":"transaction","signature":{"data":"x]}\\"{"}}'
+)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_awkward_bundles_stream_as_they_read_whole(tmp_path, monkeypatch, compiled):
+    """Members after the entries, brackets and quotes inside strings, an entry that is no
+    object, an entry without a resource: the streamed entries are the whole read's, read by the
+    compiled cutter or by ijson."""
+    if compiled and sources._compiled_entry is None:
+        pytest.skip("the compiled extension is not built")
+    if not compiled:
+        monkeypatch.setattr(sources, "_compiled_entry", None)
+    path = tmp_path / "awkward.json"
+    path.write_bytes(_AWKWARD)
+    whole = list(sources.read_file(path))
+    monkeypatch.setattr(sources, "STREAM_BUNDLE_BYTES", 16)
+    monkeypatch.setattr(sources, "_CHUNK_BYTES", 7)  # entries cut across many reads
+    streamed = list(sources.read_file(path))
+    assert len(streamed) == len(whole) == 5
+    for one, other in zip(streamed, whole):
+        assert (one.locator, one.urn_map, one.error, one.method, one.request_url,
+                one.full_url, one.bundle_type) == \
+            (other.locator, other.urn_map, other.error, other.method, other.request_url,
+             other.full_url, other.bundle_type)
+        assert (DECODER.decode(one.body) if one.body else one.resource) == \
+            (DECODER.decode(other.body) if other.body else other.resource)
+    assert streamed[0].urn_map == {"urn:uuid:p1": "Patient/p1", "urn:uuid:o1": "Observation/o1",
+                                   "urn:uuid:o2": "Observation/o2"}
+
+
+def test_a_broken_entry_of_a_streamed_bundle_is_quarantined_and_the_rest_loads(
+        make_lake, tmp_path, monkeypatch):
+    if sources._compiled_entry is None:
+        pytest.skip("the compiled extension is not built")
+    path = tmp_path / "broken.json"
+    path.write_bytes(_AWKWARD.replace(b'"value":0.700', b'"value":00.7'))
+    monkeypatch.setattr(sources, "STREAM_BUNDLE_BYTES", 16)
+    report = pipeline.ingest(make_lake(), [path], workers=1)
+    assert report.per_type["Observation"]["loaded"] == 1
+    reasons = sorted(report.quarantined.elements())
+    assert reasons[0] == "entry.resource is not a JSON object"
+    assert reasons[1].startswith("malformed JSON: JSON is malformed: invalid number")
+    assert len(reasons) == 2
+
+
+def test_a_streamed_bundle_cut_short_is_a_clear_error(make_lake, tmp_path, monkeypatch):
+    if sources._compiled_entry is None:
+        pytest.skip("the compiled extension is not built")
+    from infra.errors import InputError
+
+    path = tmp_path / "short.json"
+    path.write_bytes(_AWKWARD[:300])
+    monkeypatch.setattr(sources, "STREAM_BUNDLE_BYTES", 16)
+    with pytest.raises(InputError, match="not valid JSON near byte .* ends early"):
+        pipeline.ingest(make_lake(), [path], workers=1)
