@@ -827,6 +827,10 @@ def ingest(lake, sources: list[str | Path], *, workers: int | None = None,
     # the main process time for files read back seconds later. (The lake's files are
     # compressed by pyiceberg, with zstd.)
     os.environ.setdefault("DATA_WRITER__COMPRESSION", "none")
+    # dlt would write its state to the destination for a later run to restore it from there;
+    # this destination skips dlt's tables (the state is kept in the lake by _save_state), and
+    # dlt's load waits a second after the state's job, which never signals its end.
+    os.environ.setdefault(f"PIPELINES__{PIPELINE_NAME.upper()}__RESTORE_FROM_DESTINATION", "false")
 
     parallel = len(tasks) > 1 or any(task.streamed for task in tasks)
     # The workers create the tables they stage into; their namespace is made here, once.
