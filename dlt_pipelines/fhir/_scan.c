@@ -383,19 +383,28 @@ static int read_number(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Py_ss
     return P_OK;
 }
 
+/* room for one more item in a growable array of ``size``-byte items: 0, or -1 (MemoryError) */
+static int room(void **items, Py_ssize_t count, Py_ssize_t *capacity, size_t size,
+                Py_ssize_t first) {
+    Py_ssize_t wanted;
+    void *grown;
+    if (count < *capacity) return 0;
+    wanted = *capacity ? *capacity * 2 : first;
+    grown = PyMem_Realloc(*items, wanted * size);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *items = grown;
+    *capacity = wanted;
+    return 0;
+}
+
 static int note(Pass *pass, int kind, int where, Py_ssize_t key_start, Py_ssize_t value_start,
                 Py_ssize_t value_end, Py_ssize_t string_start, Py_ssize_t string_end) {
     Member *member;
-    if (pass->count == pass->capacity) {
-        Py_ssize_t capacity = pass->capacity ? pass->capacity * 2 : 32;
-        Member *grown = PyMem_Realloc(pass->members, capacity * sizeof(Member));
-        if (grown == NULL) {
-            PyErr_NoMemory();
-            return P_ERROR;
-        }
-        pass->members = grown;
-        pass->capacity = capacity;
-    }
+    if (room((void **)&pass->members, pass->count, &pass->capacity, sizeof(Member), 32) < 0)
+        return P_ERROR;
     member = &pass->members[pass->count++];
     member->kind = kind;
     member->where = where;
@@ -1144,16 +1153,9 @@ static Batch *batch_for(Rows *rows, const char *key, Py_ssize_t length, PyObject
             return &rows->batches[index];
         }
     }
-    if (rows->batch_count == rows->batch_capacity) {
-        Py_ssize_t capacity = rows->batch_capacity ? rows->batch_capacity * 2 : 8;
-        Batch *grown = PyMem_Realloc(rows->batches, capacity * sizeof(Batch));
-        if (grown == NULL) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        rows->batches = grown;
-        rows->batch_capacity = capacity;
-    }
+    if (room((void **)&rows->batches, rows->batch_count, &rows->batch_capacity, sizeof(Batch),
+             8) < 0)
+        return NULL;
     batch = &rows->batches[rows->batch_count];
     memset(batch, 0, sizeof(*batch));
     batch->key = PyMem_Malloc(length ? length : 1);
@@ -1220,16 +1222,10 @@ static int plain_ascii(const unsigned char *text, Py_ssize_t n) {
 }
 
 static int splice(Rows *rows, Py_ssize_t start, Py_ssize_t end, PyObject *text) {
-    if (rows->splice_count == rows->splice_capacity) {
-        Py_ssize_t capacity = rows->splice_capacity ? rows->splice_capacity * 2 : 16;
-        Splice *grown = PyMem_Realloc(rows->splices, capacity * sizeof(Splice));
-        if (grown == NULL) {
-            Py_DECREF(text);
-            PyErr_NoMemory();
-            return -1;
-        }
-        rows->splices = grown;
-        rows->splice_capacity = capacity;
+    if (room((void **)&rows->splices, rows->splice_count, &rows->splice_capacity,
+             sizeof(Splice), 16) < 0) {
+        Py_DECREF(text);
+        return -1;
     }
     rows->splices[rows->splice_count].start = start;
     rows->splices[rows->splice_count].end = end;

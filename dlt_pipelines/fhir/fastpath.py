@@ -7,6 +7,9 @@ the changes do, so this path works on the text: one scan finds every member the 
 (``reference``, the date elements, the protected elements) and checks the dates, and the changes
 are spliced into the text. The scan is compiled (``_scan.c``) where the install found a C
 compiler; ``scan_regex`` is the same scan in regular expressions, its reference and fallback.
+Where the extension is built, the ingest first hands a resource to its compiled row builder
+(``rows.py``), which does this path's work and the row's in one pass; this path then decides
+what that builder leaves, before the walk.
 
 The path takes only what it can decide exactly; anything else returns None and the caller runs
 the full walk (``Transformer._upsert``), which then also writes the reasons for rejection:
