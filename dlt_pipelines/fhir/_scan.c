@@ -40,8 +40,9 @@ enum { P_OK = 0, P_UNDECIDED = 1, P_INVALID = 2, P_ERROR = -1 };
 /* the kinds of values */
 enum { V_NONE = 0, V_STRING, V_ESCAPED, V_OBJECT, V_ARRAY, V_NULL, V_OTHER };
 /* where a value sits: anywhere, the resource itself, the resource's meta, a bundle's entry, its
- * resource, request or response, the resource's text (its narrative), or (from X_SUBJECT) the value of the resource's subject member
- * number f (X_SUBJECT + 2 f) or an element of it when it is an array (X_SUBJECT + 2 f + 1) */
+ * resource, request or response, the resource's text (its narrative), or (from X_SUBJECT) the
+ * value of the resource's subject member number f (X_SUBJECT + 2 f) or an element of it when it
+ * is an array (X_SUBJECT + 2 f + 1) */
 enum { X_NONE = 0, X_ROOT, X_META, X_ENTRY, X_RESOURCE, X_REQUEST, X_RESPONSE, X_TEXT,
        X_SUBJECT = 8 };
 /* the members of a bundle's entry a pass keeps (Pass.entry) */
