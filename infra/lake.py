@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import time
 import uuid
@@ -22,7 +21,12 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from infra.crypto.fs import EncryptedFileSystem, register_keys, remove_stale_temporaries
+from infra.crypto.fs import (
+    EncryptedFileSystem,
+    fsync_path,
+    register_keys,
+    remove_stale_temporaries,
+)
 from infra.errors import ConfigError
 from infra.keys.keyring import Keyring
 from infra.keys.vault import PatientVault
@@ -153,11 +157,7 @@ class Lake:
         """Flush files written without a flush on close (``bronze.staging_io``) to disk."""
         if self.storage == "plain":
             for path in paths:
-                descriptor = os.open(path.removeprefix("file://"), os.O_RDONLY)
-                try:
-                    os.fsync(descriptor)
-                finally:
-                    os.close(descriptor)
+                fsync_path(path.removeprefix("file://"))
         else:
             self.fs.sync(paths)
 

@@ -1028,7 +1028,7 @@ typedef struct {
     PyObject *seal_name;        /* "seal_json" */
     Batch *batches;
     Py_ssize_t batch_count, batch_capacity, last;
-    Py_ssize_t unresolved, count, nbytes;
+    Py_ssize_t unresolved;
     Pass pass;
     Splice *splices;
     Py_ssize_t splice_count, splice_capacity;
@@ -1039,8 +1039,6 @@ static void rows_clear_batches(Rows *rows) {
     for (index = 0; index < rows->batch_count; index++) batch_free(&rows->batches[index]);
     rows->batch_count = 0;
     rows->last = -1;
-    rows->count = 0;
-    rows->nbytes = 0;
 }
 
 static void release_splices(Rows *rows) {
@@ -1596,7 +1594,7 @@ static int by_start(const void *left, const void *right) {
 static int add(Rows *rows, const unsigned char *s, Py_ssize_t n, PyObject *urn_map) {
     Pass *pass = &rows->pass;
     PyObject *patient = NULL, *sealer = NULL;
-    Py_ssize_t unresolved = 0, index, position = 0, stored = 0;
+    Py_ssize_t unresolved = 0, index, position = 0;
     const unsigned char *type;
     Py_ssize_t type_length;
     int64_t micros = 0;
@@ -1631,7 +1629,8 @@ static int add(Rows *rows, const unsigned char *s, Py_ssize_t n, PyObject *urn_m
         Py_XDECREF(patient);
         return rc;
     }
-    qsort(rows->splices, rows->splice_count, sizeof(Splice), by_start);
+    if (rows->splice_count > 1) /* (no array at all before the first splice) */
+        qsort(rows->splices, rows->splice_count, sizeof(Splice), by_start);
     for (index = 0; index < rows->splice_count; index++) {
         if (rows->splices[index].start < position) {
             Py_XDECREF(patient);
@@ -1662,7 +1661,6 @@ static int add(Rows *rows, const unsigned char *s, Py_ssize_t n, PyObject *urn_m
     if (put_source(rows, batch) < 0) goto error;
     resource = &batch->columns[COL_RESOURCE];
     if (open_value(resource, batch->rows, 1) < 0) goto error;
-    stored = resource->data.length;
     position = 0;
     for (index = 0; index < rows->splice_count; index++) {
         Splice *change = &rows->splices[index];
@@ -1674,14 +1672,11 @@ static int add(Rows *rows, const unsigned char *s, Py_ssize_t n, PyObject *urn_m
     }
     if (put(&resource->data, s + position, n - position) < 0 || close_value(resource) < 0)
         goto error;
-    stored = resource->data.length - stored;
     content_hash(rows, s, n, digest);
     if (column_put(&batch->columns[COL_HASH], batch->rows, digest, 32) < 0 ||
         column_put(&batch->columns[COL_OP], batch->rows, "upsert", 6) < 0)
         goto error;
     batch->rows++;
-    rows->count++;
-    rows->nbytes += stored;
     rows->unresolved += unresolved;
     Py_XDECREF(patient);
     return 1;
@@ -1740,12 +1735,7 @@ static PyObject *Rows_append(Rows *rows, PyObject *args) {
         put_text(&batch->columns[COL_HASH], batch->rows, hash, "content_hash") < 0 ||
         put_text(&batch->columns[COL_OP], batch->rows, op, "op") < 0)
         return NULL;
-    if (resource != Py_None) {
-        PyUnicode_AsUTF8AndSize(resource, &length);
-        rows->nbytes += length;
-    }
     batch->rows++;
-    rows->count++;
     Py_RETURN_NONE;
 }
 
@@ -1807,8 +1797,6 @@ static PyMethodDef Rows_methods[] = {
 };
 
 static PyMemberDef Rows_members[] = {
-    {"count", T_PYSSIZET, offsetof(Rows, count), READONLY, "rows held"},
-    {"nbytes", T_PYSSIZET, offsetof(Rows, nbytes), READONLY, "resource bytes held"},
     {"unresolved", T_PYSSIZET, offsetof(Rows, unresolved), READONLY,
      "urn references no bundle entry resolved, in the rows added"},
     {NULL, 0, 0, 0, NULL},
@@ -2045,6 +2033,18 @@ static char *copy_bytes(const char *data, Py_ssize_t length) {
     return copy;
 }
 
+static void free_configuration(KeyClass *table, Py_ssize_t count, TypeDate *dates,
+                               Py_ssize_t date_count) {
+    Py_ssize_t index;
+    for (index = 0; index < count; index++) PyMem_Free(table[index].name);
+    for (index = 0; index < date_count; index++) {
+        PyMem_Free(dates[index].type);
+        PyMem_Free(dates[index].key);
+    }
+    PyMem_Free(table);
+    PyMem_Free(dates);
+}
+
 /* configure([(name, class, kind), ...], [(resource_type, date_key), ...]) */
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *entries, *dates = NULL;
@@ -2085,13 +2085,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         date_table[index].key = copy_bytes(key, key_length);
         date_table[index].key_length = key_length;
     }
-    for (index = 0; index < class_count; index++) PyMem_Free(classes[index].name);
-    for (index = 0; index < type_date_count; index++) {
-        PyMem_Free(type_dates[index].type);
-        PyMem_Free(type_dates[index].key);
-    }
-    PyMem_Free(classes);
-    PyMem_Free(type_dates);
+    free_configuration(classes, class_count, type_dates, type_date_count);
     classes = table;
     class_count = count;
     memset(class_starts, 0, sizeof(class_starts));
@@ -2102,13 +2096,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     type_date_count = date_count;
     Py_RETURN_NONE;
 fail:
-    for (index = 0; index < count; index++) PyMem_Free(table[index].name);
-    for (index = 0; index < date_count; index++) {
-        PyMem_Free(date_table[index].type);
-        PyMem_Free(date_table[index].key);
-    }
-    PyMem_Free(table);
-    PyMem_Free(date_table);
+    free_configuration(table, count, date_table, date_count);
     return NULL;
 }
 

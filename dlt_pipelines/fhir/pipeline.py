@@ -380,6 +380,12 @@ def _collect(transformer: Transformer, entries: Iterable[Entry], lake, source: s
 _NOT_UPSERTS = frozenset({"GET", "HEAD", "PATCH", "DELETE"})
 
 
+def _may_upsert(method: str | None) -> bool:
+    """Whether an entry with this request method may put its resource (what
+    ``Transformer.outcome`` reads as a request before it looks at the resource)."""
+    return method is None or method.upper() not in _NOT_UPSERTS
+
+
 class _Collector:
     """Outcomes gathered into one Arrow table per resource type (``rows.new_rows``), and the
     quarantine rows."""
@@ -419,8 +425,7 @@ class _Collector:
         add = self.rows.add
         for number, entry in enumerate(entries):
             start, end, method = entry[1], entry[2], entry[5]
-            if start >= 0 and (method is None or method.upper() not in _NOT_UPSERTS) and \
-                    add(text[start:end], mapping):
+            if start >= 0 and _may_upsert(method) and add(text[start:end], mapping):
                 self.count += 1
                 self.resources += 1
                 continue
@@ -456,8 +461,7 @@ class _Collector:
         """One entry's outcome; the fast path first, unless it has ``tried`` this body."""
         self.count += 1
         if not tried and entry.body is not None and entry.resource is None and \
-                entry.error is None and (entry.method is None or
-                                         entry.method.upper() not in _NOT_UPSERTS) and \
+                entry.error is None and _may_upsert(entry.method) and \
                 self.rows.add(entry.body, entry.urn_map):
             self.resources += 1
             return

@@ -64,7 +64,6 @@ class PythonRows:
         self._transformer = transformer
         self._rows: dict[str, list[tuple]] = defaultdict(list)
         self.source = transformer.source
-        self.count = 0
         self.unresolved = 0  # the Python fast path counts on the transformer itself
 
     def add(self, body: bytes, urn_map: dict[str, str]) -> bool:
@@ -82,12 +81,10 @@ class PythonRows:
 
     def append_row(self, row: tuple) -> None:
         self._rows[row[1]].append(row)
-        self.count += 1
 
     def tables(self) -> dict[str, pa.Table]:
         tables = {kind: _table(rows) for kind, rows in self._rows.items()}
         self._rows.clear()
-        self.count = 0
         return tables
 
 
@@ -118,10 +115,6 @@ class CompiledRows:
     @source.setter
     def source(self, value: str) -> None:
         self._rows.source = value
-
-    @property
-    def count(self) -> int:
-        return self._rows.count
 
     @property
     def unresolved(self) -> int:

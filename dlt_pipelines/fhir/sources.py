@@ -333,10 +333,16 @@ def read_bundle(blob: bytes) -> tuple[str | None, bytes, list[tuple], dict[str, 
         return None
     bundle_type, _, entries = found
     mapping: dict[str, str] = {}
-    for full_url, start, _end, kind, rid, *_ in entries:
-        if start >= 0:
-            _add_urn(mapping, full_url, kind, rid)
+    for entry in entries:
+        _add_found_urn(mapping, entry)
     return bundle_type, blob, entries, mapping
+
+
+def _add_found_urn(mapping: dict[str, str], found: tuple) -> None:
+    """The urn map's pair of an entry the compiled pass read, when it holds a resource."""
+    full_url, start, _end, kind, rid = found[:5]
+    if start >= 0:
+        _add_urn(mapping, full_url, kind, rid)
 
 
 def bundle_entry(text: bytes, number: int, found: tuple, bundle_type: str | None,
@@ -463,18 +469,14 @@ class _Stream:
 
     def _skip(self, *expected: bytes) -> bytes:
         """The next byte after whitespace, which must be one of ``expected``; consumed."""
-        while True:
-            self._at = _SPACE.match(self._buffer, self._at).end()
-            if self._at < len(self._buffer):
-                found = self._buffer[self._at:self._at + 1]
-                if found not in expected:
-                    raise self._fault(f"{found!r} where {b' or '.join(expected)!r} belongs")
-                self._at += 1
-                return found
-            if not self._more():
-                raise self._fault("the file ends early")
+        found = self._peek()
+        if found not in expected:
+            raise self._fault(f"{found!r} where {b' or '.join(expected)!r} belongs")
+        self._at += 1
+        return found
 
     def _peek(self) -> bytes:
+        """The next byte after whitespace, not consumed."""
         while True:
             self._at = _SPACE.match(self._buffer, self._at).end()
             if self._at < len(self._buffer):
@@ -530,9 +532,7 @@ def _stream_entries(path: Path) -> Iterator[Entry]:
             elif key == "entry":
                 found = _compiled_entry(text)
                 if found is not None:
-                    full_url, start, _end, kind, rid = found[1][:5]
-                    if start >= 0:
-                        _add_urn(mapping, full_url, kind, rid)
+                    _add_found_urn(mapping, found[1])
                 else:
                     with contextlib.suppress(msgspec.DecodeError):  # quarantined below
                         mapping.update(_urn_map([DECODER.decode(text)]))

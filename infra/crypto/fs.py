@@ -290,11 +290,7 @@ class EncryptedFileSystem(AbstractFileSystem):
     def sync(self, paths: list[str]) -> None:
         """Flush files written without a flush on close to disk (fsync)."""
         for path in paths:
-            descriptor = os.open(self._local(path), os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            fsync_path(self._local(path))
 
     def verify(self, path: str) -> None:
         """Authenticate a whole file; IntegrityError names the path and the first bad segment."""
@@ -362,6 +358,15 @@ class _PlainFile:
         self.close()
 
 
+def fsync_path(local: Path | str) -> None:
+    """Flush a file already closed to disk."""
+    descriptor = os.open(local, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def remove_stale_temporaries(root: Path) -> int:
     """Delete the temporary files of writers that crashed before closing; returns how many."""
     removed = 0
@@ -378,12 +383,15 @@ def _pyiceberg_factory(properties: dict[str, str]) -> EncryptedFileSystem:
     if not root:
         raise ConfigError("the Iceberg catalog has no 'carelake.lake-root' property: open the "
                           "lake with infra.lake.Lake.open")
-    return EncryptedFileSystem(root, sync=properties.get(SYNC_PROPERTY, "true") != "false")
+    return EncryptedFileSystem(root, sync=_sync(properties))
 
 
 def _pyiceberg_passthrough(properties: dict[str, str]) -> PassthroughFileSystem:
-    return PassthroughFileSystem(properties["carelake.lake-root"],
-                                 sync=properties.get(SYNC_PROPERTY, "true") != "false")
+    return PassthroughFileSystem(properties["carelake.lake-root"], sync=_sync(properties))
+
+
+def _sync(properties: dict[str, str]) -> bool:
+    return properties.get(SYNC_PROPERTY, "true") != "false"
 
 
 def _register_with_pyiceberg() -> None:
